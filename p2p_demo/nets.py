@@ -1,0 +1,383 @@
+"""The networks: pix2pix U-Net generators (two checkpoint layouts) and the PatchGAN discriminator.
+
+Two things make these differ from a plain port of the reference:
+
+* ``SampleNorm`` is a ``BatchNorm2d`` (same state-dict keys as the reference) that, in the
+  reference's *test mode*, normalises every image with its own statistics. The reference runs its
+  generator in train mode at batch 1 at test time, which is exactly per-image statistics; doing it
+  per image explicitly keeps that behaviour at any batch size, so n samples rendered in one batch
+  equal the same samples rendered one by one.
+* ``SeededDropout`` draws each sample's dropout masks from that sample's own generator, for the
+  same reason: the masks of sample k do not depend on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORMS = ("batch", "instance")
+LAYOUTS = ("reference", "huggan")
+
+
+@dataclass
+class GeneratorConfig:
+    """Everything needed to build a generator; saved as config.json beside the weights."""
+
+    in_channels: int = 3
+    out_channels: int = 3
+    ngf: int = 64
+    num_downs: int = 8  # 8 = reference unet_256 (1x1 bottleneck at 256 px), 7 = unet_128
+    norm: str = "batch"  # batch | instance
+    dropout: bool = True
+    layout: str = "reference"  # reference (authors' .pth keys) | huggan (Hub pytorch_model.bin keys)
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.num_downs < 5:
+            raise ValueError(f"num_downs must be at least 5, got {self.num_downs}")
+        if self.layout == "huggan" and (self.num_downs, self.norm) != (8, "instance"):
+            raise ValueError("the huggan layout is fixed: num_downs=8, norm='instance'")
+
+    @property
+    def multiple(self) -> int:
+        """Height and width must be multiples of this."""
+        return 2**self.num_downs
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GeneratorConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown generator config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling-aware building blocks
+
+
+class SampleNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose statistics source is chosen by the owning generator.
+
+    ``stats = "batch"``: ordinary BatchNorm (training, and eval with running stats when
+    ``self.training`` is False). ``stats = "per_image"``: each image normalised with its own
+    mean/var, scaled by this layer's affine weights; running stats are neither used nor updated.
+    """
+
+    stats: str = "batch"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stats == "per_image":
+            return F.instance_norm(x, weight=self.weight, bias=self.bias, use_input_stats=True, eps=self.eps)
+        return super().forward(x)
+
+
+class SeededDropout(nn.Module):
+    """Dropout whose masks come from one torch.Generator per sample when generators are set.
+
+    The owning generator sets ``generators`` (a list, one per batch item) before a sampled forward
+    pass and clears it after. Without generators it is ordinary ``F.dropout`` (training), and
+    ``enabled = False`` turns it into the identity (deterministic rendering).
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        self.p = p
+        self.enabled = True
+        self.generators: Sequence[torch.Generator] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if self.generators is None:
+            return F.dropout(x, self.p, self.training)
+        if len(self.generators) != x.shape[0]:
+            raise ValueError(f"{len(self.generators)} dropout generators for a batch of {x.shape[0]}")
+        # Masks are drawn on the CPU so a sample's mask is the same on every device and batch size.
+        keep = torch.stack(
+            [torch.rand(x.shape[1:], generator=g) >= self.p for g in self.generators]
+        )  # (B, C, H, W) bool
+        return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _norm(norm: str, channels: int) -> nn.Module:
+    if norm == "batch":
+        return SampleNorm(channels)
+    return nn.InstanceNorm2d(channels, affine=False)
+
+
+class _SamplingMixin:
+    """Inference controls shared by both generator layouts."""
+
+    def _modules_of(self, kind: type) -> Iterator[nn.Module]:
+        return (m for m in self.modules() if isinstance(m, kind))  # type: ignore[attr-defined]
+
+    def set_inference_mode(self, *, per_image_stats: bool = True, dropout: bool = True) -> None:
+        """Choose how normalisation and dropout behave outside training.
+
+        The reference's test mode is per-image statistics with dropout on; that is our default.
+        ``per_image_stats=False`` uses BatchNorm running statistics (the reference's ``--eval``).
+        """
+        for m in self._modules_of(SampleNorm):
+            m.stats = "per_image" if per_image_stats else "batch"
+        for m in self._modules_of(SeededDropout):
+            m.enabled = dropout
+
+    def set_training_mode(self) -> None:
+        for m in self._modules_of(SampleNorm):
+            m.stats = "batch"
+        for m in self._modules_of(SeededDropout):
+            m.enabled = True
+            m.generators = None
+
+    def set_dropout_generators(self, generators: Sequence[torch.Generator] | None) -> None:
+        for m in self._modules_of(SeededDropout):
+            m.generators = generators
+
+    @property
+    def has_dropout(self) -> bool:
+        return any(True for _ in self._modules_of(SeededDropout))
+
+
+# --------------------------------------------------------------------------------------------
+# The reference layout: recursive skip blocks, keys "model.model.1.model.3...."
+
+
+class _SkipBlock(nn.Module):
+    """One U-Net level: down -> submodule -> up, returning cat([x, up], 1) except outermost."""
+
+    def __init__(
+        self,
+        outer: int,
+        inner: int,
+        *,
+        in_channels: int | None = None,
+        sub: nn.Module | None = None,
+        outermost: bool = False,
+        innermost: bool = False,
+        norm: str = "batch",
+        dropout: bool = False,
+    ) -> None:
+        super().__init__()
+        self.outermost = outermost
+        in_channels = outer if in_channels is None else in_channels
+        bias = norm == "instance"  # BatchNorm has its own shift
+        down = nn.Conv2d(in_channels, inner, 4, 2, 1, bias=bias)
+        if outermost:
+            up = nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1)
+            layers = [down, sub, nn.ReLU(True), up, nn.Tanh()]
+        elif innermost:
+            up = nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=bias)
+            layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, _norm(norm, outer)]
+        else:
+            up = nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=bias)
+            layers = [nn.LeakyReLU(0.2, True), down, _norm(norm, inner), sub,
+                      nn.ReLU(True), up, _norm(norm, outer)]
+            if dropout:
+                layers.append(SeededDropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.outermost:
+            return self.model(x)
+        # As in the reference, the LeakyReLU at the head of self.model works in place, so the skip
+        # carries LeakyReLU(x), not x: needed to reproduce the authors' checkpoints exactly.
+        y = self.model(x)
+        return torch.cat([x, y], 1)
+
+
+class UNetGenerator(_SamplingMixin, nn.Module):
+    """The reference U-Net (``unet_256`` with num_downs=8, ``unet_128`` with 7), any ngf."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        if config.layout != "reference":
+            raise ValueError("UNetGenerator builds the reference layout; use build_generator()")
+        self.config = config
+        c, ngf, norm = config, config.ngf, config.norm
+        block = _SkipBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
+        for _ in range(c.num_downs - 5):
+            block = _SkipBlock(ngf * 8, ngf * 8, sub=block, norm=norm, dropout=c.dropout)
+        block = _SkipBlock(ngf * 4, ngf * 8, sub=block, norm=norm)
+        block = _SkipBlock(ngf * 2, ngf * 4, sub=block, norm=norm)
+        block = _SkipBlock(ngf, ngf * 2, sub=block, norm=norm)
+        self.model = _SkipBlock(c.out_channels, ngf, in_channels=c.in_channels, sub=block,
+                                outermost=True, norm=norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+# --------------------------------------------------------------------------------------------
+# The huggan layout: flat down1..down8 / up1..up7 / final, keys "downN.model.0.weight"
+
+
+class _Down(nn.Module):
+    def __init__(self, cin: int, cout: int, *, normalize: bool = True, dropout: bool = False) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]
+        if normalize:
+            layers.append(nn.InstanceNorm2d(cout))
+        layers.append(nn.LeakyReLU(0.2))
+        if dropout:
+            layers.append(SeededDropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class _Up(nn.Module):
+    def __init__(self, cin: int, cout: int, *, dropout: bool = False) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
+            nn.InstanceNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
+        if dropout:
+            layers.append(SeededDropout(0.5))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.model(x), skip], 1)
+
+
+class HugganUNet(_SamplingMixin, nn.Module):
+    """The generator of the Hub's ``huggan/pix2pix-*`` repositories (17 keys, 54.40 M params)."""
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        if config.layout != "huggan":
+            raise ValueError("HugganUNet builds the huggan layout; use build_generator()")
+        self.config = config
+        d, g = config.dropout, config.ngf
+        self.down1 = _Down(config.in_channels, g, normalize=False)
+        self.down2 = _Down(g, g * 2)
+        self.down3 = _Down(g * 2, g * 4)
+        self.down4 = _Down(g * 4, g * 8, dropout=d)
+        self.down5 = _Down(g * 8, g * 8, dropout=d)
+        self.down6 = _Down(g * 8, g * 8, dropout=d)
+        self.down7 = _Down(g * 8, g * 8, dropout=d)
+        self.down8 = _Down(g * 8, g * 8, normalize=False, dropout=d)
+        self.up1 = _Up(g * 8, g * 8, dropout=d)
+        self.up2 = _Up(g * 16, g * 8, dropout=d)
+        self.up3 = _Up(g * 16, g * 8, dropout=d)
+        self.up4 = _Up(g * 16, g * 8, dropout=d)
+        self.up5 = _Up(g * 16, g * 4)
+        self.up6 = _Up(g * 8, g * 2)
+        self.up7 = _Up(g * 4, g)
+        self.final = nn.Sequential(
+            nn.Upsample(scale_factor=2),
+            nn.ZeroPad2d((1, 0, 1, 0)),
+            nn.Conv2d(g * 2, config.out_channels, 4, padding=1),
+            nn.Tanh(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d1 = self.down1(x)
+        d2 = self.down2(d1)
+        d3 = self.down3(d2)
+        d4 = self.down4(d3)
+        d5 = self.down5(d4)
+        d6 = self.down6(d5)
+        d7 = self.down7(d6)
+        d8 = self.down8(d7)
+        u = self.up1(d8, d7)
+        u = self.up2(u, d6)
+        u = self.up3(u, d5)
+        u = self.up4(u, d4)
+        u = self.up5(u, d3)
+        u = self.up6(u, d2)
+        u = self.up7(u, d1)
+        return self.final(u)
+
+
+Generator = UNetGenerator | HugganUNet
+
+
+def build_generator(config: GeneratorConfig) -> Generator:
+    if config.layout == "reference":
+        return UNetGenerator(config)
+    return HugganUNet(config)
+
+
+# --------------------------------------------------------------------------------------------
+# PatchGAN discriminator
+
+
+class PatchDiscriminator(nn.Module):
+    """The reference PatchGAN. n_layers 0 is the 1x1 PixelGAN; 1..5 give 16..286 px patches.
+
+    Returns logits (no sigmoid), one per patch.
+    """
+
+    RECEPTIVE_FIELD = {0: 1, 1: 16, 2: 34, 3: 70, 4: 142, 5: 286}
+
+    def __init__(self, in_channels: int = 6, ndf: int = 64, n_layers: int = 3, norm: str = "batch") -> None:
+        super().__init__()
+        if n_layers not in self.RECEPTIVE_FIELD:
+            raise ValueError(f"n_layers must be in 0..5, got {n_layers}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.n_layers = n_layers
+        bias = norm == "instance"
+
+        def norm_layer(ch: int) -> nn.Module:
+            return nn.BatchNorm2d(ch) if norm == "batch" else nn.InstanceNorm2d(ch)
+
+        if n_layers == 0:  # PixelGAN: 1x1 convs only
+            layers: list[nn.Module] = [
+                nn.Conv2d(in_channels, ndf, 1), nn.LeakyReLU(0.2, True),
+                nn.Conv2d(ndf, ndf * 2, 1, bias=bias), norm_layer(ndf * 2), nn.LeakyReLU(0.2, True),
+                nn.Conv2d(ndf * 2, 1, 1, bias=bias),
+            ]
+        else:
+            layers = [nn.Conv2d(in_channels, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+            mult = 1
+            for n in range(1, n_layers):
+                prev, mult = mult, min(2**n, 8)
+                layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 2, 1, bias=bias),
+                           norm_layer(ndf * mult), nn.LeakyReLU(0.2, True)]
+            prev, mult = mult, min(2**n_layers, 8)
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, 1, 1, bias=bias),
+                       norm_layer(ndf * mult), nn.LeakyReLU(0.2, True),
+                       nn.Conv2d(ndf * mult, 1, 4, 1, 1)]
+        self.model = nn.Sequential(*layers)
+
+    @property
+    def receptive_field(self) -> int:
+        return self.RECEPTIVE_FIELD[self.n_layers]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """The reference init: conv weights N(0, std), norm weights N(1, std), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
