@@ -1,0 +1,170 @@
+"""Command line: ``python -m p2p_demo render | edges | models``.
+
+Errors end the program with exit status 1 and one line on stderr that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+class CliError(Exception):
+    pass
+
+
+def _inputs(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise CliError(f"{path}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        return files
+    if not path.exists():
+        raise CliError(f"{path}: no such file or folder")
+    return [path]
+
+
+def _outputs(inputs: list[Path], input_arg: Path, out: Path, n: int) -> list[list[Path]]:
+    """Where each input's n results go. A folder input (or an out without suffix) -> folder out."""
+    folder = input_arg.is_dir() or out.suffix == "" or len(inputs) > 1
+    if folder:
+        out.mkdir(parents=True, exist_ok=True)
+    result = []
+    for p in inputs:
+        target = out / f"{p.stem}.png" if folder else out
+        if n == 1:
+            result.append([target])
+        else:
+            result.append([target.with_name(f"{target.stem}_{k}{target.suffix or '.png'}") for k in range(n)])
+    return result
+
+
+def _progress(items: list, desc: str):
+    if len(items) <= 1:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="img")
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .image import ImageError, save_image
+    from .render import Renderer
+
+    if args.n < 1 or args.n > 64:
+        raise CliError(f"-n must be between 1 and 64, got {args.n}")
+    if args.size is not None and not 16 <= args.size <= 2048:
+        raise CliError(f"--size must be between 16 and 2048 pixels, got {args.size}")
+    inputs = _inputs(Path(args.input))
+    outputs = _outputs(inputs, Path(args.input), Path(args.out), args.n)
+    renderer = Renderer.load(args.model, device=args.device)
+    failures = 0
+    for src, targets in zip(_progress(inputs, "render"), outputs):
+        try:
+            result = renderer(str(src), edges=args.edges, n=args.n, seed=args.seed,
+                              deterministic=args.deterministic, size=args.size)
+        except (ImageError, ValueError) as e:
+            if len(inputs) == 1:
+                raise CliError(f"{src}: {e}") from e
+            print(f"skipped {src}: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        for img, target in zip(result.images, targets):
+            save_image(img, target)
+    if failures == len(inputs):
+        raise CliError("no input could be rendered")
+    return 0
+
+
+def cmd_edges(args: argparse.Namespace) -> int:
+    from . import edges
+    from .image import ImageError, load_image, save_image
+
+    inputs = _inputs(Path(args.input))
+    outputs = _outputs(inputs, Path(args.input), Path(args.out), 1)
+    style = edges.LineStyle() if args.size is None else edges.LineStyle(size=args.size)
+    failures = 0
+    for src, (target,) in zip(_progress(inputs, "edges"), outputs):
+        try:
+            rgb = load_image(str(src))
+            if args.method == "sketch":
+                emap = edges.normalize_sketch(rgb, style)
+            else:
+                emap = edges.photo_to_edges(rgb, method=args.method, style=style)
+        except (ImageError, ValueError) as e:
+            if len(inputs) == 1:
+                raise CliError(f"{src}: {e}") from e
+            print(f"skipped {src}: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        save_image(emap.image, target)
+    if failures == len(inputs):
+        raise CliError("no input could be converted")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .hub import list_models
+
+    rows = [("id", "source", "available", "expects", "license")]
+    for m in list_models():
+        rows.append((m.id, m.source, "yes" if m.available else "no", m.expects, m.license))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m p2p_demo", description="pix2pix sketch-to-image: render, edges, models")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("render", help="render images from sketches, photos or edge maps")
+    r.add_argument("--model", required=True, help="bundled id, Hub id, model folder, or .pth/.bin/.safetensors file")
+    r.add_argument("--input", required=True, help="an image or a folder of images")
+    r.add_argument("--out", required=True, help="an image path, or a folder")
+    r.add_argument("-n", type=int, default=1, help="samples per input, dropout on (default 1)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the dropout samples (default 0)")
+    r.add_argument("--deterministic", action="store_true", help="dropout off: one canonical rendering")
+    r.add_argument("--edges", choices=["auto", "hed", "canny", "sketch", "none"], default="auto",
+                   help="how the input becomes the model's input (default auto: drawing or photo)")
+    r.add_argument("--size", type=int, default=None, help="side of the model input in pixels (default: the model's)")
+    r.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    r.set_defaults(func=cmd_render)
+
+    e = sub.add_parser("edges", help="turn photos (or drawings) into the canonical edge maps")
+    e.add_argument("--input", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--method", choices=["hed", "canny", "sketch"], default="hed")
+    e.add_argument("--size", type=int, default=None, help="output side in pixels (default 256)")
+    e.set_defaults(func=cmd_edges)
+
+    m = sub.add_parser("models", help="list bundled and known Hub models")
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+    except Exception as e:  # every other failure still ends in one clear line
+        if args.verbose:
+            raise
+        known = isinstance(e, (ValueError, OSError)) or type(e).__module__.startswith("p2p_demo")
+        print(f"error: {e}" if known else f"error: {type(e).__name__}: {e} (run with -v for details)", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
