@@ -1,0 +1,203 @@
+"""pix2pix sketch-to-image: the Gradio app (layout and event wiring only; the logic is p2p_demo.service).
+
+Run: ``python app.py`` (http://127.0.0.1:7860; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT as usual).
+P2P_WEIGHTS_DIR points at another weights folder (its registry.json lists the models offered),
+P2P_DEFAULT_MODEL picks the model loaded at start.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+try:  # Hugging Face Spaces (ZeroGPU); must come before anything imports torch
+    import spaces
+except ImportError:
+    spaces = None
+
+import gradio as gr
+
+from p2p_demo.examples import example_paths
+from p2p_demo.service import EMPTY_SKETCH, MAX_SAMPLES, ModelManager, Output, UserMessage, new_seed
+
+log = logging.getLogger("app")
+
+DEFAULT_SAMPLES = 3
+MAX_UPLOAD = "20mb"
+# What launch() always gets; tests and the benchmark launch with the same settings.
+LAUNCH_KWARGS = dict(run_history=False, ssr_mode=False, share=False, max_file_size=MAX_UPLOAD)
+
+HOW_IT_WORKS = """
+**pix2pix** (Isola et al., *Image-to-Image Translation with Conditional Adversarial Networks*, CVPR 2017)
+learns to turn one kind of image into another from pairs of examples: here, edge maps into pictures.
+
+* The **generator** is a U-Net: an encoder halves the 256×256 input eight times down to a 1×1 code,
+  a decoder grows it back, and skip connections carry the fine detail of every level across.
+* It is trained against a **PatchGAN** discriminator that looks at (edges, picture) pairs in 70×70
+  patches and says real or fake. The loss is the conditional GAN loss plus **λ·L1** (λ = 100) to the
+  true picture: L1 gets the colours roughly right, the GAN makes them sharp.
+* There is no noise input: the only randomness is **dropout** in the decoder, kept on when
+  rendering. Each sample draws its own dropout masks from the seed, so the samples differ a little
+  and the same seed gives the same pictures. *Deterministic* turns dropout off.
+* Your drawing is first redrawn in the line style the model was trained on (thinned, redrawn at a
+  fixed width, framed with a margin); photos go through HED (or Canny) edge detection first. The
+  result is the edge map shown beside the output: exactly what the model sees.
+
+Credits: pix2pix by Phillip Isola, Jun-Yan Zhu, Tinghui Zhou and Alexei A. Efros (2017) ·
+OpenMoji drawings, CC BY-SA 4.0 · HED edge detector (Xie & Tu, 2015), weights under the MIT licence ·
+Fashion-MNIST (Zalando Research), MIT licence.
+"""
+
+
+def _gpu(fn):
+    """spaces.GPU on Spaces (a no-op off ZeroGPU); the function itself everywhere else."""
+    return spaces.GPU(duration=20)(fn) if spaces is not None else fn
+
+
+def _outputs(out: Output) -> tuple:
+    return out.image, out.samples, out.edges, out.status, out.timings
+
+
+def _shown(fn):
+    """Turn a UserMessage into a Gradio error toast (and an error for API clients)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserMessage as e:
+            raise gr.Error(str(e), print_exception=False) from None
+
+    return wrapper
+
+
+def build_app(weights_dir: str | os.PathLike | None = None, default_model: str | None = None,
+              *, warm: bool = True, max_queue: int = 16) -> gr.Blocks:
+    weights_dir = weights_dir or os.environ.get("P2P_WEIGHTS_DIR") or None
+    default_model = default_model or os.environ.get("P2P_DEFAULT_MODEL") or None
+    manager = ModelManager(weights_dir=weights_dir, default=default_model)
+    if warm:
+        log.info("warmed %s in %.1f s", manager.default, manager.warm())
+
+    @_gpu
+    @_shown
+    def render_sketch(sketch, model, n, seed, deterministic):
+        return _outputs(manager.render_sketch(sketch, model_id=model, n=n, seed=seed, deterministic=deterministic))
+
+    @_gpu
+    @_shown
+    def render_photo(photo, model, n, seed, deterministic, edges):
+        return _outputs(manager.render_upload(photo, model_id=model, n=n, seed=seed,
+                                              deterministic=deterministic, edges=edges))
+
+    def render_active(active, sketch, photo, model, n, seed, deterministic, edges):
+        if active == "photo":
+            return render_photo(photo, model, n, seed, deterministic, edges)
+        return render_sketch(sketch, model, n, seed, deterministic)
+
+    def render(image, model, n, seed, deterministic, edges):
+        """Render an image file (a sketch, a photo or an edge map) with a registry model.
+
+        Returns the first sample, all samples, the edge map the model saw, a status line and the
+        timings in seconds (edges, model, total).
+        """
+        return render_photo(image, model, n, seed, deterministic, edges)
+
+    def switch_model(model, current, progress=gr.Progress(track_tqdm=True)):
+        try:
+            description = manager.switch(model, progress)
+        except UserMessage as e:
+            gr.Warning(f"{e} Still using {manager.info(current).name}.")
+            return current, current, manager.describe(current)
+        return model, model, description
+
+    with gr.Blocks(title="pix2pix: sketch to image") as demo:
+        gr.Markdown("# ✏️ pix2pix: sketch → image\nDraw with the brush: the picture follows every stroke. "
+                    "Or upload a photo in the *Photo* tab.")
+        model_state = gr.State(manager.default)  # the model that is loaded and working
+        active = gr.State("sketch")  # the tab whose input is rendered when an option changes
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=300):
+                with gr.Tabs():
+                    with gr.Tab("Sketch", id="sketch") as sketch_tab:
+                        sketch = gr.Sketchpad(
+                            type="numpy", image_mode="RGB", canvas_size=(256, 256), fixed_canvas=True,
+                            layers=False, label="Draw here", elem_id="sketch",
+                            brush=gr.Brush(default_size=3, colors=["#000000"], color_mode="fixed"),
+                            eraser=gr.Eraser(default_size=12),
+                        )
+                        examples = gr.Examples([[str(p)] for p in example_paths()], inputs=[sketch],
+                                               label="Start from an example")
+                    with gr.Tab("Photo", id="photo") as photo_tab:
+                        photo = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                                         label="Photo (or a drawing)", elem_id="photo")
+                        photo_edges = gr.Radio(
+                            [("Auto: HED for photos, drawings kept", "auto"), ("HED", "hed"),
+                             ("Canny (fast)", "canny")],
+                            value="auto", label="Edges")
+            with gr.Column(scale=3, min_width=300):
+                output = gr.Image(label="Output (sample 1)", format="png", interactive=False, height=330,
+                                  buttons=["download", "fullscreen"], elem_id="output")
+                status = gr.Markdown(EMPTY_SKETCH, label="status", elem_id="status")
+            with gr.Column(scale=2, min_width=180):
+                edge_view = gr.Image(label="What the model sees", format="png", interactive=False, height=220,
+                                     buttons=["download"], elem_id="edges")
+        gallery = gr.Gallery(label="Samples (dropout on)", format="png", columns=MAX_SAMPLES, fit_columns=False,
+                             height=190, object_fit="contain", interactive=False, elem_id="gallery")
+        with gr.Row(equal_height=True):
+            model = gr.Dropdown(manager.choices(), value=manager.default, label="Model", scale=3)
+            n = gr.Slider(1, MAX_SAMPLES, value=DEFAULT_SAMPLES, step=1, label="Samples", scale=2)
+            seed = gr.Number(0, precision=0, minimum=0, maximum=2**32 - 1, label="Seed", scale=1, min_width=100)
+            roll = gr.Button("🎲", scale=0, min_width=50, elem_id="reroll")
+            deterministic = gr.Checkbox(False, label="Deterministic (dropout off)", scale=1)
+        model_info = gr.Markdown(manager.describe(manager.default), elem_id="model-info")
+        with gr.Accordion("How it works", open=False):
+            gr.Markdown(HOW_IT_WORKS)
+        timings = gr.JSON(visible=False, label="timings")  # for API clients and the latency benchmark
+        api_trigger = gr.Button(visible=False)  # carries the public /render endpoint
+
+        outs = [output, gallery, edge_view, status, timings]
+        # Inputs arrive unprocessed (preprocess=False): the service decodes only the files it
+        # needs (the canvas composite, the upload) with load_image, which explains bad files.
+        live = dict(trigger_mode="always_last", concurrency_limit=1, concurrency_id="render",
+                    api_visibility="private", preprocess=False)
+        everything = [active, sketch, photo, model_state, n, seed, deterministic, photo_edges]
+
+        sketch.change(render_sketch, [sketch, model_state, n, seed, deterministic], outs,
+                      show_progress="hidden", **live)
+        examples.load_input_event.then(render_sketch, [sketch, model_state, n, seed, deterministic], outs,
+                                       show_progress="hidden", **live)
+        gr.on([photo.change, photo_edges.change], render_photo,
+              [photo, model_state, n, seed, deterministic, photo_edges], outs,
+              show_progress="minimal", **live)
+        sketch_tab.select(lambda: "sketch", None, active, api_visibility="private", queue=False).then(
+            render_active, everything, outs, show_progress="hidden", **live)
+        photo_tab.select(lambda: "photo", None, active, api_visibility="private", queue=False).then(
+            render_active, everything, outs, show_progress="hidden", **live)
+        gr.on([n.release, seed.submit, deterministic.input], render_active, everything, outs,
+              show_progress="hidden", **live)
+        roll.click(new_seed, None, seed, api_visibility="private", queue=False).then(
+            render_active, everything, outs, show_progress="hidden", **live)
+        model.input(switch_model, [model, model_state], [model, model_state, model_info],
+                    show_progress="full", show_progress_on=[model_info], concurrency_limit=1,
+                    concurrency_id="switch", api_visibility="private").then(
+            render_active, everything, outs, show_progress="hidden", **live)
+
+        # The public API: an image file + options. Gradio does not decode the upload
+        # (preprocess=False); load_image does, so every bad file gets the same clear message.
+        api_trigger.click(render, [photo, model, n, seed, deterministic, photo_edges], outs,
+                          api_name="render", preprocess=False, concurrency_limit=1, concurrency_id="render")
+    demo.queue(max_size=max_queue)
+    return demo
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    build_app().launch(**LAUNCH_KWARGS)
+
+
+if __name__ == "__main__":
+    main()

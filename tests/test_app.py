@@ -1,0 +1,300 @@
+"""The app's public API (/render) through gradio_client, and the service behind it.
+
+The app runs in-process on 127.0.0.1 with two tiny seeded models written to a temporary weights
+folder (plus a Hub entry that cannot be downloaded, as when offline).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import struct
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from p2p_demo.edges import LineStyle
+from p2p_demo.examples import example_paths
+from p2p_demo.hub import save_pretrained
+from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+from p2p_demo.service import EMPTY_SKETCH, ModelManager, UserMessage
+
+SIZE = 64  # the tiny models' line style: inputs are framed and resized to 64x64
+MODELS = ("tiny-cats", "tiny-shoes")
+OFFLINE = "offline-hub"
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared with test_browser.py
+
+
+def make_weights(root: Path, size: int = SIZE) -> Path:
+    """A weights folder with two tiny seeded models and a Hub entry nobody can download."""
+    entries = []
+    for i, mid in enumerate(MODELS):
+        torch.manual_seed(i)
+        g = build_generator(GeneratorConfig(ngf=8, num_downs=6))
+        init_weights(g)
+        save_pretrained(g, root / mid, line_style=LineStyle(size=size, stroke_width=2), name=f"Tiny {mid[5:]}",
+                        description="A tiny random model for tests", expects="black lines on white",
+                        license="MIT", dtype=torch.float32)
+        entries.append({"id": mid, "source": "bundled", "folder": mid})
+    entries.append({"id": OFFLINE, "source": "hub", "repo_id": "p2p-demo-tests/no-such-model", "name": "Offline model",
+                    "expects": "edges", "license": "mit", "size_mb": 1,
+                    "generator": GeneratorConfig(ngf=8, num_downs=6).to_dict()})
+    (root / "registry.json").write_text(json.dumps({"models": entries}))
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(weights_dir: Path, **build_kwargs) -> Iterator[str]:
+    """The real app on 127.0.0.1, offline for the Hub; yields its URL."""
+    import huggingface_hub.constants
+
+    import app
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        demo = app.build_app(weights_dir, default_model=MODELS[0], **build_kwargs)
+        demo.launch(**app.LAUNCH_KWARGS, server_name="127.0.0.1", server_port=free_port(),
+                    prevent_thread_lock=True, quiet=True)
+        try:
+            yield demo.local_url
+        finally:
+            demo.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return make_weights(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="module")
+def client(weights):
+    from gradio_client import Client
+
+    with serve(weights) as url:
+        yield Client(url, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def manager(weights):
+    return ModelManager(weights_dir=weights, default=MODELS[0])
+
+
+CAT = str(example_paths()[0])
+
+
+def render(client, path, *, model=MODELS[0], n=1, seed=0, deterministic=False, edges="auto"):
+    from gradio_client import handle_file
+
+    image, gallery, edge_map, status, timings = client.predict(
+        handle_file(str(path)), model, n, seed, deterministic, edges, api_name="/render")
+    return {
+        "image": np.asarray(Image.open(image)),
+        "samples": [np.asarray(Image.open(g["image"])) for g in gallery],
+        "edges": np.asarray(Image.open(edge_map)),
+        "status": status,
+        "timings": timings,
+    }
+
+
+def diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(int) - b.astype(int)).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# The API
+
+
+def test_render_is_the_only_public_endpoint(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    assert list(api["named_endpoints"]) == ["/render"]
+    params = [p["parameter_name"] for p in api["named_endpoints"]["/render"]["parameters"]]
+    assert params == ["image", "model", "n", "seed", "deterministic", "edges"]
+    assert api["unnamed_endpoints"] == {}
+
+
+def test_render_a_drawing(client):
+    out = render(client, CAT, n=3, seed=7)
+    assert out["image"].shape == (SIZE, SIZE, 3) and out["image"].dtype == np.uint8
+    assert len(out["samples"]) == 3 and all(s.shape == (SIZE, SIZE, 3) for s in out["samples"])
+    assert np.array_equal(out["image"], out["samples"][0])  # the main output is sample 0
+    # the edge map is the drawing in the canonical style: black lines on white, some ink
+    assert out["edges"].shape[:2] == (SIZE, SIZE)
+    ink = (out["edges"] if out["edges"].ndim == 2 else out["edges"][..., 0]) < 128
+    assert 0.02 < ink.mean() < 0.5
+    t = out["timings"]
+    assert t["model_id"] == MODELS[0] and t["n"] == 3 and t["seed"] == 7
+    assert 0 < t["model"] <= t["total"] <= t["request"]
+    assert "3 samples, seed 7" in out["status"]
+
+
+def test_samples_differ_and_seed_reproduces(client):
+    a = render(client, CAT, n=3, seed=11)
+    b = render(client, CAT, n=3, seed=11)
+    c = render(client, CAT, n=3, seed=12)
+    for i in range(3):
+        assert np.array_equal(a["samples"][i], b["samples"][i])
+        assert diff(a["samples"][i], c["samples"][i]) > 0.5
+    for i, j in [(0, 1), (0, 2), (1, 2)]:
+        assert diff(a["samples"][i], a["samples"][j]) > 0.5
+
+
+def test_deterministic_gives_one_image_whatever_the_seed(client):
+    a = render(client, CAT, n=4, seed=1, deterministic=True)
+    b = render(client, CAT, n=4, seed=2, deterministic=True)
+    assert len(a["samples"]) == 1 and np.array_equal(a["image"], b["image"])
+    assert "deterministic" in a["status"]
+
+
+def test_models_differ(client):
+    a = render(client, CAT, model=MODELS[0], deterministic=True)
+    b = render(client, CAT, model=MODELS[1], deterministic=True)
+    assert diff(a["image"], b["image"]) > 1.0
+
+
+def test_photo_edges(client, tmp_path):
+    # A synthetic "photo": a shaded disc on a gradient, colour, no flat paper.
+    yy, xx = np.mgrid[0:200, 0:300]
+    photo = np.stack([xx * 0.6, yy * 0.8 + 40, 120 + 0 * xx], -1)
+    disc = (xx - 150) ** 2 + (yy - 100) ** 2 < 60**2
+    photo[disc] = [200, 60, 40]
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(photo.astype(np.uint8)).save(path, quality=90)
+    for method in ("canny", "hed"):
+        out = render(client, path, edges=method)
+        assert out["image"].shape == (SIZE, SIZE, 3)
+        assert (out["edges"] < 128).any() and (out["edges"] > 128).any()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, a word the error message must contain)."""
+    png = io.BytesIO()
+    Image.open(CAT).save(png, format="PNG")
+    files = {
+        "empty": (b"", "empty"),
+        "text": (b"this is not an image at all\n" * 20, "not an image"),
+        "truncated": (png.getvalue()[: len(png.getvalue()) // 2], "truncated"),
+        # 100000 x 100000 declared in the header, a few bytes of data: must be refused unopened
+        "bomb": (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+                 + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b""), "large"),
+        "blank": (_encode(np.full((80, 80, 3), 255, np.uint8)), "No lines"),
+    }
+    out = {}
+    for name, (data, word) in files.items():
+        p = tmp / f"{name}.png"
+        p.write_bytes(data)
+        out[name] = (p, word)
+    return out
+
+
+def _encode(a: np.ndarray, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", ["empty", "text", "truncated", "bomb", "blank"])
+def test_bad_file_is_explained_and_the_server_keeps_serving(client, tmp_path, name):
+    from gradio_client.exceptions import AppError
+
+    path, word = bad_files(tmp_path)[name]
+    with pytest.raises(AppError) as e:
+        render(client, path)
+    assert word.lower() in str(e.value).lower()
+    assert render(client, CAT)["image"].shape == (SIZE, SIZE, 3)
+
+
+def test_awkward_but_valid_images_render(client, tmp_path):
+    cat = np.asarray(Image.open(CAT).convert("L"))
+    cases = {
+        "gray16.png": Image.fromarray(cat.astype(np.uint16) * 257),
+        "cmyk.jpg": Image.fromarray(cat).convert("CMYK"),
+        "palette.png": Image.fromarray(cat).convert("P"),
+    }
+    for name, img in cases.items():
+        img.save(tmp_path / name)
+    frames = [Image.fromarray(cat).convert("RGB"), Image.new("RGB", cat.shape[::-1], "white")]
+    frames[0].save(tmp_path / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    first = render(client, CAT, deterministic=True)["image"]
+    for name in [*cases, "animated.gif"]:
+        out = render(client, tmp_path / name, deterministic=True)
+        assert out["image"].shape == (SIZE, SIZE, 3), name
+        assert diff(out["image"], first) < 2.0, name  # the same drawing whatever its encoding
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    (dict(n=9), "samples"), (dict(n=0), "samples"), (dict(seed=-1), "seed"),
+    (dict(model="../weights/tiny-cats"), "unknown model"), (dict(edges="sobel"), "edges"),
+])
+def test_bad_options_are_refused(client, kwargs, word):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=word):
+        render(client, CAT, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The service behind the UI's events
+
+
+def test_empty_canvas_is_a_calm_state_not_an_error(manager):
+    for value in (None, {"background": None, "layers": [], "composite": None},
+                  {"background": None, "layers": [], "composite": np.full((256, 256, 3), 255, np.uint8)}):
+        out = manager.render_sketch(value, model_id=MODELS[0])
+        assert out.image is None and out.samples == [] and out.status == EMPTY_SKETCH
+
+
+def test_sketch_payload_from_the_browser(manager, tmp_path):
+    """Gradio's unprocessed Sketchpad value: files the browser uploaded (RGBA, transparent paper)."""
+    cat = np.asarray(Image.open(CAT).convert("L"))
+    rgba = np.zeros(cat.shape + (4,), np.uint8)
+    rgba[..., 3] = 255 - cat  # black strokes on a transparent canvas
+    path = tmp_path / "composite.png"
+    Image.fromarray(rgba).save(path)
+    value = {"background": None, "layers": [], "composite": {"path": str(path), "meta": {"_type": "gradio.FileData"}}}
+    out = manager.render_sketch(value, model_id=MODELS[0], n=2, seed=3)
+    ref = manager.render_upload(CAT, model_id=MODELS[0], n=2, seed=3, edges="sketch")
+    assert len(out.samples) == 2 and np.array_equal(out.edges, ref.edges)
+
+
+def test_offline_hub_model_keeps_the_current_one(manager, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert OFFLINE in dict((v, k) for k, v in manager.choices())
+    seen = []
+    with pytest.raises(UserMessage) as e:
+        manager.switch(OFFLINE, progress=lambda *a, **k: seen.append(a))
+    assert e.value.level == "warning" and "Could not download Offline model" in str(e.value)
+    assert seen and seen[0][0] == 0.0  # progress was shown before the attempt
+    out = manager.render_upload(CAT, model_id=MODELS[0])
+    assert out.image.shape == (SIZE, SIZE, 3)
+
+
+def test_switch_loads_and_describes(manager):
+    text = manager.switch(MODELS[1])
+    assert "Tiny shoes" in text and "MIT" in text and "black lines on white" in text
+    assert manager.is_loaded(MODELS[1])
