@@ -1,0 +1,457 @@
+"""train/: the objective, augmentation, checkpoints (resume, kill, disk full), DDP, evaluate, export.
+
+Tiny and CPU-only: ngf/ndf 8 at 64x64 (num_downs 6: a 1x1 bottleneck and one dropout level) on a handful of real photos (skimage.data) whose edge maps
+come from the project's own pipeline (photo_to_edges, canny).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from p2p_demo.edges import LineStyle, apply_box, photo_to_edges
+from p2p_demo.image import resize, to_tensor
+from train import fit as fit_mod
+from train.config import GAN_MODES, LOSSES, TrainConfig
+from train.dataset import Jitter, PairedData, batch_indices, default_load_size, epoch_order, steps_per_epoch, to_unit
+from train.fit import CheckpointError, Trainer, config_from_args, load_checkpoint, save_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+SIZE = 64
+
+
+def make_dataset(folder: Path, size: int = SIZE, n_train: int = 12, n_test: int = 4, seed: int = 0) -> Path:
+    """A prepared dataset in the contract format: square crops of skimage photos + their edges."""
+    from skimage import data as skd
+
+    style = LineStyle.for_size(size, margin=0.0)
+    photos = [skd.astronaut(), skd.chelsea(), skd.coffee(), skd.rocket()]
+    rng = np.random.default_rng(seed)
+    A, B = [], []
+    while len(A) < n_train + n_test:
+        p = photos[len(A) % len(photos)]
+        h, w = p.shape[:2]
+        side = int(rng.integers(min(h, w) // 3, min(h, w)))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        square = resize(np.ascontiguousarray(p[y : y + side, x : x + side]), 4 * size)
+        em = photo_to_edges(square, method="canny", style=style)
+        A.append(em.image)
+        B.append(apply_box(square, em.box, size))
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, part in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
+        a, b = np.stack(A[part]), np.stack(B[part])
+        np.savez(folder / f"{split}.npz", A=a, B=b, names=np.array([f"{split}{i}" for i in range(len(a))]),
+                 groups=np.array(["photo"] * len(a)), annotations=np.array([""] * len(a)))
+    manifest = {"format": "p2p_demo.prepared", "format_version": 1, "source": "skimage.data",
+                "licence": "BSD-3-Clause", "input": "edges", "line_style": style.to_dict(), "size": size,
+                "channels": 3, "counts": {"train": n_train, "test": n_test}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a small shared CPU, two spinning OpenMP threads per test run slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def tiny(data_dir: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(data_dir), out_dir=str(out), name="run", ngf=8, ndf=8, batch_size=2, n_epochs=1.0,
+                n_epochs_decay=1.0, checkpoint_every=0, sample_every=0, log_every=2, final_eval=False,
+                progress=False, device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(data_dir, tmp_path_factory) -> Path:
+    """One short finished run (with samples, plot, metrics and final evaluation)."""
+    out = tmp_path_factory.mktemp("runs")
+    fit_mod.fit(tiny(data_dir, out, max_steps=6, sample_every=3, final_eval=True))
+    return out / "run"
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+def test_to_unit_matches_image_to_tensor():
+    img = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert torch.equal(to_unit(torch.from_numpy(img))[None, None], to_tensor(img, 1))
+
+
+def test_jitter_same_transform_for_input_and_target():
+    assert default_load_size(256) == 286 and default_load_size(64) == 72 and default_load_size(32) == 36
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(6, 1, SIZE, SIZE) * 2 - 1
+    b = a.repeat(1, 3, 1, 1)
+    ja, jb = Jitter(SIZE)(a, b, g)
+    assert ja.shape == a.shape and jb.shape == b.shape
+    assert torch.equal(jb, ja.repeat(1, 3, 1, 1))  # one transform for both sides of a pair
+    assert not torch.allclose(ja, a)
+    assert ja.min() >= -1 and ja.max() <= 1
+    # flip only: every item is itself or its mirror image, and both occur
+    fa, _ = Jitter(SIZE, jitter=False, flip=True)(a, b, torch.Generator().manual_seed(1))
+    flipped = [torch.equal(fa[i], a[i].flip(-1)) for i in range(6)]
+    assert all(f or torch.equal(fa[i], a[i]) for i, f in enumerate(flipped)) and 0 < sum(flipped) < 6
+    off = Jitter(SIZE, jitter=False, flip=False)
+    assert not off.active and off(a, b, g)[0] is a
+
+
+def test_epoch_order_shards_like_distributed_sampler():
+    n, world = 11, 2
+    shards = [epoch_order(n, 3, seed=5, rank=r, world=world) for r in range(world)]
+    assert [len(s) for s in shards] == [6, 6]
+    assert set(torch.cat(shards).tolist()) == set(range(n))
+    assert torch.equal(shards[0], epoch_order(n, 3, seed=5, rank=0, world=world))  # deterministic
+    assert not torch.equal(epoch_order(n, 4, 5), epoch_order(n, 3, 5))  # a new order per epoch
+    spe = steps_per_epoch(n, 4, world)
+    assert spe == 2
+    assert torch.equal(batch_indices(n, spe + 1, 4, 5, 1, world), epoch_order(n, 1, 5, 1, world)[4:8])
+
+
+# --------------------------------------------------------------------------------------------
+# the objective
+
+
+def make_trainer(cfg: TrainConfig, size: int = SIZE, spe: int = 10) -> Trainer:
+    return Trainer(cfg, size=size, in_channels=cfg.in_channels or 3, out_channels=3, device=torch.device("cpu"),
+                   steps_per_epoch=spe)
+
+
+def fixed_batch(data_dir: Path, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    return PairedData.load(data_dir, "train").pairs(torch.arange(n), 3)
+
+
+def test_l1_falls_on_a_fixed_batch(data_dir):
+    torch.manual_seed(0)
+    t = make_trainer(TrainConfig(ngf=8, ndf=8, batch_size=4, lr=1e-3), spe=1000)
+    a, b = fixed_batch(data_dir)
+    l1 = [float(t.step(a, b)["G_L1"]) for _ in range(30)]
+    assert math.isfinite(l1[-1])
+    assert np.mean(l1[-5:]) < 0.6 * np.mean(l1[:3]), l1
+
+
+def test_lr_schedule_constant_then_linear_to_zero():
+    t = make_trainer(TrainConfig(ngf=8, ndf=8, n_epochs=2, n_epochs_decay=2), spe=5)
+    assert t.total_steps == 20
+    assert [t.lr_factor(s) for s in (0, 9)] == [1.0, 1.0]
+    assert t.lr_factor(10) == 1.0 and t.lr_factor(15) == 0.5 and t.lr_factor(20) == 0.0
+    lrs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # stepping the schedule without training
+        for _ in range(12):
+            t.sched_G.step()
+            lrs.append(t.opt_G.param_groups[0]["lr"])
+    assert lrs[8] == pytest.approx(2e-4) and lrs[11] == pytest.approx(2e-4 * 0.8)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("gan_mode", GAN_MODES)
+def test_every_loss_option_and_gan_mode_steps(data_dir, loss, gan_mode):
+    torch.manual_seed(0)
+    t = make_trainer(TrainConfig(ngf=8, ndf=8, loss=loss, gan_mode=gan_mode, batch_size=2))
+    a, b = fixed_batch(data_dir, 2)
+    before = {k: v.clone() for k, v in t.G.state_dict().items()}
+    losses = t.step(a, b)
+    assert all(math.isfinite(float(v)) for v in losses.values()), losses
+    assert any(not torch.equal(before[k], v) for k, v in t.G.state_dict().items())
+    if loss == "l1":
+        assert t.D is None and float(losses["G_GAN"]) == 0.0
+    else:
+        # cgan: D judges (input, output), 3 + 3 channels; gan: the output alone
+        assert t.D.model[0].in_channels == (6 if loss.endswith("cgan") else 3)
+        assert float(losses["D_real"]) != 0.0 and float(losses["D_fake"]) != 0.0
+
+
+@pytest.mark.parametrize("n_layers", range(6))
+def test_every_patchgan_depth_steps_with_the_right_output_shape(n_layers):
+    size = 128 if n_layers == 5 else SIZE  # a 286 px patch needs >= 96 px input
+    torch.manual_seed(0)
+    t = make_trainer(TrainConfig(ngf=8, ndf=8, n_layers=n_layers, batch_size=1), size=size)
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1, 3, size, size, generator=g) * 2 - 1
+    b = torch.rand(1, 3, size, size, generator=g) * 2 - 1
+    losses = t.step(a, b)
+    assert all(math.isfinite(float(v)) for v in losses.values())
+    side = size if n_layers == 0 else size // 2**n_layers - 2
+    with torch.no_grad():
+        assert t.D(torch.cat([a, b], 1)).shape == (1, 1, side, side)
+    assert t.D.receptive_field == {0: 1, 1: 16, 2: 34, 3: 70, 4: 142, 5: 286}[n_layers]
+
+
+def test_generator_trains_in_training_mode_and_samples_in_test_mode(data_dir):
+    from p2p_demo.nets import SampleNorm, SeededDropout
+
+    def mode(g):
+        return ({m.stats for m in g.modules() if isinstance(m, SampleNorm)},
+                {m.enabled and m.generators is None for m in g.modules() if isinstance(m, SeededDropout)}, g.training)
+
+    t = make_trainer(TrainConfig(ngf=8, ndf=8))
+    assert mode(t.G) == ({"batch"}, {True}, True)
+    held_out = PairedData.load(data_dir, "test")
+    g1 = fit_mod.sample_grid(t.G, held_out, 2, 3)
+    assert mode(t.G) == ({"batch"}, {True}, True)  # back to training mode after sampling
+    t.step(*fixed_batch(data_dir, 2))
+    t.G.load_state_dict(make_trainer(TrainConfig(ngf=8, ndf=8)).G.state_dict())
+    assert np.array_equal(fit_mod.sample_grid(t.G, held_out, 2, 3), g1)  # fixed dropout seeds: comparable grids
+    assert g1.shape == (4 + 2 * (SIZE + 4), 4 + 3 * (SIZE + 4), 3)
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def test_resume_equals_uninterrupted(data_dir, tmp_path):
+    """8 steps in one go == 4 steps, stop, resume for 4 more (epoch boundary and lr decay inside)."""
+    full = tiny(data_dir, tmp_path, name="full", max_steps=8)
+    fit_mod.fit(full)
+    fit_mod.fit(tiny(data_dir, tmp_path, name="split", max_steps=4))
+    first = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert first["step"] == 4
+    cfg = config_from_args(["--resume", "--out-dir", str(tmp_path), "--name", "split", "--max-steps", "8",
+                            "--no-progress"])
+    assert cfg.ngf == 8 and cfg.max_steps == 8  # the experiment from the checkpoint, the budget from the CLI
+    fit_mod.fit(cfg)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 8
+    for net in ("G", "D"):
+        for k, v in a[net].items():
+            torch.testing.assert_close(b[net][k], v, rtol=0, atol=1e-6, msg=f"{net}.{k}")
+    assert a["sched_G"]["last_epoch"] == b["sched_G"]["last_epoch"] == 8
+    for k in ("D_real", "D_fake", "G_GAN", "G_L1"):
+        assert [h[k] for h in a["history"]] == pytest.approx([h[k] for h in b["history"]], abs=1e-6)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6, 8]
+    with pytest.raises(ValueError, match="ngf"):
+        config_from_args(["--resume", "--out-dir", str(tmp_path), "--name", "split", "--ngf", "16"])
+
+
+def test_rng_states_round_trip_through_weights_only(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    state = fit_mod.rng_state(g)
+    save_checkpoint({"rng": [state]}, tmp_path / "r.pt")
+    expected = (np.random.rand(), torch.rand(2), torch.rand(2, generator=g), __import__("random").random())
+    fit_mod.set_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"][0], g)
+    got = (np.random.rand(), torch.rand(2), torch.rand(2, generator=g), __import__("random").random())
+    assert got[0] == expected[0] and got[3] == expected[3]
+    assert torch.equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
+
+
+def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"step": 1, "w": torch.ones(4)}, path)
+
+    def full_disk(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fit_mod.torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="previous checkpoint there is untouched") as e:
+        save_checkpoint({"step": 2, "w": torch.zeros(4)}, path)
+    assert e.value.errno == errno.ENOSPC and "No space left" in str(e.value)
+    monkeypatch.undo()
+    old = load_checkpoint(path)
+    assert old["step"] == 1 and torch.equal(old["w"], torch.ones(4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp file left behind
+
+
+def test_sigkill_while_saving_leaves_the_old_checkpoint_loadable(tmp_path):
+    path, writing = tmp_path / "last.pt", tmp_path / "writing"
+    save_checkpoint({"step": 1, "w": torch.ones(4)}, path)
+    script = f"""
+import sys, time, torch
+from train import fit
+def slow_save(obj, f, *args, **kwargs):
+    f.write(b"x" * 4096)  # half-written new checkpoint
+    f.flush()
+    open({str(writing)!r}, "w").close()
+    time.sleep(120)
+torch.save = slow_save
+fit.save_checkpoint({{"step": 2, "w": torch.zeros(4)}}, {str(path)!r})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.time() + 60
+        while not writing.exists():
+            assert proc.poll() is None, "the writer exited early"
+            assert time.time() < deadline, "the writer never started writing"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert any(p.name.startswith(".last.pt.tmp-") for p in tmp_path.iterdir())  # killed mid-write
+    old = load_checkpoint(path)
+    assert old["step"] == 1 and torch.equal(old["w"], torch.ones(4))
+    save_checkpoint({"step": 3}, path)  # the next save clears the stale temp file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "writing"]
+
+
+def test_checkpoint_holds_everything_to_resume(trained):
+    ckpt = load_checkpoint(trained / "checkpoints" / "last.pt")  # weights_only=True
+    for key in ("G", "D", "opt_G", "opt_D", "sched_G", "sched_D", "scaler_G", "scaler_D", "step", "epoch",
+                "config", "generator_config", "line_style", "rng", "history"):
+        assert key in ckpt, key
+    assert ckpt["step"] == 6 and ckpt["epoch"] == 1.0
+    assert set(ckpt["rng"][0]) == {"python", "numpy", "torch", "cuda", "jitter"}
+    assert TrainConfig.from_dict(ckpt["config"]).ngf == 8
+
+
+# --------------------------------------------------------------------------------------------
+# the run folder, DDP
+
+
+def test_run_folder_layout(trained):
+    assert sorted(p.name for p in (trained / "samples").iterdir()) == ["step_000003.png", "step_000006.png"]
+    assert [p.name for p in (trained / "checkpoints").iterdir()] == ["last.pt"]
+    from PIL import Image
+
+    grid = np.asarray(Image.open(trained / "samples" / "step_000006.png"))
+    assert grid.shape == (4 + 4 * (SIZE + 4), 4 + 3 * (SIZE + 4), 3)  # 4 held-out rows of input|output|target
+    assert Image.open(trained / "losses.png").size == (880, 520)
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["steps"] == 6 and metrics["images_per_s"] > 0 and metrics["wall_time_s"] > 0
+    assert [h["step"] for h in metrics["history"]] == [2, 4, 6]
+    assert set(metrics["history"][0]) >= {"D_real", "D_fake", "G_GAN", "G_L1", "lr", "images_per_s"}
+    assert metrics["eval"]["n"] == 4 and 0 <= metrics["eval"]["ssim"] <= 1
+
+
+def test_two_process_torchrun_gloo_writes_one_checkpoint(data_dir, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "train",
+           "fit", "--data", str(data_dir), "--out-dir", str(tmp_path), "--name", "ddp", "--ngf", "8", "--ndf", "8",
+           "--batch-size", "2", "--max-steps", "4", "--checkpoint-every", "2", "--sample-every", "0",
+           "--log-every", "2", "--no-final-eval", "--no-progress", "--workers", "1", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()] == ["last.pt"]
+    ckpt = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    assert ckpt["world_size"] == 2 and ckpt["step"] == 4 and len(ckpt["rng"]) == 2
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # per-rank dropout streams
+    # 12 pairs over 2 ranks x batch 2 = 3 steps per epoch; only rank 0 logs
+    assert ckpt["epoch"] == pytest.approx(4 / 3)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4]
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate, export
+
+
+def test_evaluate_gives_identical_numbers_twice(trained, data_dir, tmp_path):
+    from train.evaluate import evaluate
+
+    ckpt = str(trained / "checkpoints" / "last.pt")
+    m1 = evaluate(ckpt, str(data_dir), seed=0, out=str(tmp_path / "e1"), batch_size=4)
+    m2 = evaluate(ckpt, str(data_dir), seed=0, out=str(tmp_path / "e2"), batch_size=1)  # batch-independent too
+    keys = ("l1", "psnr", "ssim", "edge_f1", "edge_precision", "edge_recall", "edge_f1_target")
+    assert {k: m1[k] for k in keys} == {k: m2[k] for k in keys}
+    assert m1["n"] == 4 and 0 < m1["l1"] < 2 and 0 <= m1["ssim"] <= 1 and 0 <= m1["edge_f1"] <= 1
+    assert m1["edge_f1_target"] > 0.3  # the ground truth keeps the drawing's edges
+    m3 = evaluate(ckpt, str(data_dir), seed=1, out=str(tmp_path / "e3"))
+    assert m3["l1"] != m1["l1"]  # dropout is on: another seed, other samples
+    saved = json.loads((tmp_path / "e1" / "metrics_test.json").read_text())
+    assert saved["l1"] == m1["l1"] and (tmp_path / "e1" / "grid_test.png").is_file()
+
+
+def test_image_scores_and_edge_scores():
+    from train.evaluate import edge_scores, image_scores
+
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    same = image_scores(img, img)
+    assert same == {"l1": 0.0, "psnr": 100.0, "ssim": pytest.approx(1.0)}
+    assert image_scores(np.zeros_like(img), np.full_like(img, 255))["l1"] == pytest.approx(2.0)
+    line = np.zeros((32, 32), bool)
+    line[10, 5:25] = True
+    assert edge_scores(line, line) == (1.0, 1.0, 1.0)
+    assert edge_scores(np.roll(line, 2, axis=0), line)[2] == 1.0  # within the 2 px tolerance
+    assert edge_scores(np.roll(line, 3, axis=0), line)[2] == 0.0
+
+
+def test_export_round_trips_through_hub(trained, tmp_path):
+    from p2p_demo.hub import load_generator
+    from p2p_demo.nets import GeneratorConfig, build_generator
+    from train.export import export
+
+    folder = export(trained / "checkpoints" / "last.pt", tmp_path / "tiny-model", description="test model")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["input"] == "edges" and config["line_style"]["size"] == SIZE
+    assert config["license"] == "BSD-3-Clause" and config["metrics"]["steps"] == 6 and "test_ssim" in config["metrics"]
+    card = (folder / "README.md").read_text()
+    assert "skimage.data" in card and "BSD-3-Clause" in card
+    ckpt = load_checkpoint(trained / "checkpoints" / "last.pt")
+    G, info = load_generator(str(folder))
+    assert G.config == GeneratorConfig.from_dict(ckpt["generator_config"])
+    for k, v in ckpt["G"].items():
+        expected = v.half().float() if v.is_floating_point() else v
+        torch.testing.assert_close(G.state_dict()[k].float() if v.is_floating_point() else G.state_dict()[k], expected)
+    ref = build_generator(G.config)
+    ref.load_state_dict({k: (v.half().float() if v.is_floating_point() else v) for k, v in ckpt["G"].items()})
+    x = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
+    for g in (G, ref):
+        g.set_inference_mode(per_image_stats=True, dropout=False)
+    with torch.no_grad():
+        torch.testing.assert_close(G.float()(x), ref(x), atol=1e-5, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# command line, bench
+
+
+def test_command_line_flags_map_onto_the_config(data_dir):
+    cfg = config_from_args(["--data", str(data_dir), "--loss", "l1+gan", "--gan-mode", "hinge", "--lambda-l1", "10",
+                            "--n-layers", "1", "--ngf", "16", "--num-downs", "5", "--norm", "instance", "--no-dropout",
+                            "--ndf", "32", "--batch-size", "4", "--amp", "bf16", "--channels-last", "--compile",
+                            "--seed", "7", "--device", "cpu", "--workers", "2", "--max-seconds", "60",
+                            "--no-jitter", "--no-flip"])
+    assert (cfg.loss, cfg.gan_mode, cfg.lambda_l1, cfg.n_layers, cfg.ngf, cfg.num_downs, cfg.norm, cfg.dropout) == \
+        ("l1+gan", "hinge", 10.0, 1, 16, 5, "instance", False)
+    assert (cfg.ndf, cfg.batch_size, cfg.amp, cfg.channels_last, cfg.compile, cfg.seed, cfg.workers) == \
+        (32, 4, "bf16", True, True, 7, 2)
+    assert (cfg.max_seconds, cfg.jitter, cfg.flip, cfg.uses_gan, cfg.conditional) == (60.0, False, False, True, False)
+    with pytest.raises(SystemExit):
+        config_from_args(["--data", "x", "--gan-mode", "wgan"])
+    from train.__main__ import main
+
+    assert main([]) == 2 and main(["nope"]) == 2
+
+
+def test_max_seconds_stops_a_run(data_dir, tmp_path):
+    m = fit_mod.fit(tiny(data_dir, tmp_path, max_seconds=1e-6))
+    assert m["steps"] == 1  # stops after the step that went over budget, with a checkpoint
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 1
+    with pytest.raises(FileExistsError, match="--resume"):  # a fresh run never overwrites another's checkpoint
+        fit_mod.fit(tiny(data_dir, tmp_path, max_steps=1))
+
+
+def test_bench_measures_both_recipes():
+    from train.bench import bench
+
+    res = bench("cpu", size=32, steps=1, warmup=0)
+    assert set(res) == {"fast", "reference"}
+    assert all(r["images_per_s"] > 0 for r in res.values())
+    assert "batch 1, fp32" in res["reference"]["recipe"] and "eager" in res["reference"]["recipe"]

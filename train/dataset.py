@@ -1,0 +1,159 @@
+"""The prepared dataset held in memory as uint8 tensors, sharded, batched and jittered on the device.
+
+Pairs stay uint8 on the device (4 bytes per pixel pair for RGB), so a whole prepared dataset fits
+in GPU memory and no loader processes are needed; augmentation runs on the batch on the device.
+
+Data order is a pure function of (seed, epoch, rank, world size), as in DistributedSampler: every
+epoch is a fresh permutation from a generator seeded with ``seed + epoch``, padded to a multiple
+of the world size and dealt out round-robin. A resumed run therefore only needs the step number
+to continue with the same batches.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REFERENCE_SIZE, REFERENCE_LOAD = 256, 286
+
+
+def load_split(folder: str | Path, split: str) -> dict[str, Any]:
+    """One split of a prepared dataset (docs/CONTRACTS.md) as numpy arrays."""
+    from train.prepare import load_prepared
+
+    return load_prepared(folder, split)
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    from train.prepare import load_manifest
+
+    return load_manifest(folder)
+
+
+def split_size(manifest: dict[str, Any], split: str) -> int:
+    return int(manifest.get("counts", {}).get(split, 0))
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float in [-1, 1], the same mapping as p2p_demo.image.to_tensor, for whole batches
+    already on the device (to_tensor takes one numpy image)."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+@dataclass
+class PairedData:
+    """A: (N, S, S) uint8 edge maps, B: (N, C, S, S) uint8 targets, both on ``device``."""
+
+    A: torch.Tensor
+    B: torch.Tensor
+    names: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_arrays(cls, A: np.ndarray, B: np.ndarray, names: Any = (), device: str | torch.device = "cpu") -> "PairedData":
+        if A.ndim != 3 or A.dtype != np.uint8:
+            raise ValueError(f"A must be (N, S, S) uint8, got {A.shape} {A.dtype}")
+        if B.ndim == 3:  # grayscale stored without a channel axis
+            B = B[..., None]
+        if B.ndim != 4 or B.dtype != np.uint8 or B.shape[:3] != A.shape:
+            raise ValueError(f"B must be (N, S, S, C) uint8 matching A {A.shape}, got {B.shape} {B.dtype}")
+        if A.shape[1] != A.shape[2]:
+            raise ValueError(f"pairs must be square, got {A.shape[1]}x{A.shape[2]}")
+        a = torch.from_numpy(np.ascontiguousarray(A)).to(device)
+        b = torch.from_numpy(np.ascontiguousarray(B)).permute(0, 3, 1, 2).contiguous().to(device)
+        return cls(a, b, [str(n) for n in names])
+
+    @classmethod
+    def load(cls, folder: str | Path, split: str, device: str | torch.device = "cpu") -> "PairedData":
+        d = load_split(folder, split)
+        return cls.from_arrays(d["A"], d["B"], d.get("names", ()), device)
+
+    def __len__(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.A.shape[-1]
+
+    @property
+    def channels(self) -> int:
+        return self.B.shape[1]
+
+    def pairs(self, index: torch.Tensor, in_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b) float in [-1, 1]: a (n, in_channels, S, S) with the edge map repeated, b (n, C, S, S)."""
+        index = index.to(self.A.device)
+        a = to_unit(self.A[index]).unsqueeze(1).expand(-1, in_channels, -1, -1)
+        return a, to_unit(self.B[index])
+
+
+def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """This rank's sample indices for an epoch (DistributedSampler's recipe, drop_last=False)."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    perm = torch.randperm(n, generator=g)
+    per_rank = math.ceil(n / world)
+    if per_rank * world > n:  # pad by repeating the start so every rank has equally many
+        perm = torch.cat([perm, perm[: per_rank * world - n]])
+    return perm[rank::world]
+
+
+def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
+    return math.ceil(math.ceil(n / world) / batch_size)
+
+
+def batch_indices(n: int, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Indices of the batch this rank trains on at global step ``step`` (0-based)."""
+    spe = steps_per_epoch(n, batch_size, world)
+    epoch, pos = divmod(step, spe)
+    order = epoch_order(n, epoch, seed, rank, world)
+    return order[pos * batch_size : (pos + 1) * batch_size]
+
+
+def default_load_size(size: int) -> int:
+    """286 for 256, scaled proportionally for other sizes (72 for 64, 36 for 32)."""
+    return int(round(size * REFERENCE_LOAD / REFERENCE_SIZE))
+
+
+class Jitter:
+    """The reference's augmentation on a batch: resize S -> load_size (bicubic), random crop back
+    to S, random horizontal flip; the same parameters for the input and the target of a pair.
+
+    Random numbers come from the CPU generator passed in (saved in checkpoints), so augmentation
+    does not depend on the device and a resumed run draws the same crops.
+    """
+
+    def __init__(self, size: int, *, jitter: bool = True, load_size: int = 0, flip: bool = True) -> None:
+        self.size = size
+        self.load_size = (load_size or default_load_size(size)) if jitter else size
+        if self.load_size < size:
+            raise ValueError(f"load_size {self.load_size} is smaller than the image size {size}")
+        self.flip = flip
+
+    @property
+    def active(self) -> bool:
+        return self.load_size != self.size or self.flip
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.active:
+            return a, b
+        n, ca = a.shape[:2]
+        s, load = self.size, self.load_size
+        x = torch.cat([a, b], 1)  # (n, Ca + C, S, S) in [-1, 1]: one transform for both
+        if load != s:
+            x = F.interpolate(x, size=(load, load), mode="bicubic", align_corners=False).clamp_(-1, 1)
+        top = torch.randint(0, load - s + 1, (n,), generator=generator)
+        left = torch.randint(0, load - s + 1, (n,), generator=generator)
+        flip = torch.rand(n, generator=generator) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
+        ar = torch.arange(s)
+        rows = top[:, None] + ar  # (n, S)
+        cols = torch.where(flip[:, None], left[:, None] + s - 1 - ar, left[:, None] + ar)  # (n, S)
+        dev = x.device
+        rows, cols = rows.to(dev), cols.to(dev)
+        # one gather does crop and flip: x[i, :, rows[i], cols[i]] for every i
+        x = x[torch.arange(n, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (n, S, S, ch)
+        x = x.permute(0, 3, 1, 2).contiguous()
+        return x[:, :ca], x[:, ca:]

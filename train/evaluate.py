@@ -1,0 +1,241 @@
+"""Score a generator on a prepared dataset's held-out split.
+
+``python -m train evaluate --model <folder|hub spec|checkpoint.pt> --data DIR [--split test]
+[--seed 0] [--out DIR]`` writes ``metrics_<split>.json`` and ``grid_<split>.png`` (input | output |
+target) and prints the metrics.
+
+Mode: the reference's test mode, on purpose (it is what the app renders): every image normalised
+with its own statistics, dropout on, image i's dropout masks drawn from its own generator seeded
+with ``p2p_demo.render.sample_seed(seed, i)``. Results do not depend on the batch size and are
+identical for a given seed. Outputs are quantised to uint8 (the PNG a user gets) before scoring.
+
+Metrics, per image then averaged over the split:
+* ``l1``: mean |output - target| with both in [-1, 1] (the training L1);
+* ``psnr``: on [0, 1], 10 log10(1 / MSE), capped at 100 dB for identical images;
+* ``ssim``: skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=1) on [0, 1], i.e. Wang et al.'s 11x11 Gaussian window,
+  channels averaged;
+* ``edge_f1`` (with ``edge_precision``, ``edge_recall``): how well the output keeps the drawing.
+  The output is run through the project's edge pipeline, ``p2p_demo.edges.photo_to_edges(output,
+  method="canny", style=<the model's line style>)`` (Canny for speed; HED would be slower and is
+  not needed to tell whether lines survived), mapped back from its frame onto the input's pixels,
+  and compared with the input's ink (A < 128): precision = predicted ink within 2 px of input ink,
+  recall = input ink within 2 px of predicted ink. Only for datasets with a line style.
+  ``edge_f1_target`` is the same score for the ground-truth targets: the ceiling of this measure on
+  the data (Canny on the target never reproduces the input drawing exactly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from p2p_demo.image import array_to_rgb as to_rgb, grid, resize, save_image, to_images
+from p2p_demo.nets import GeneratorConfig, build_generator
+from p2p_demo.render import sample_seed
+from train.dataset import PairedData, read_manifest
+
+log = logging.getLogger(__name__)
+
+EDGE_TOLERANCE_PX = 2
+PSNR_CAP = 100.0
+MODE = "reference test mode: per-image statistics, dropout on, per-image seeded masks"
+
+
+@torch.no_grad()
+def render_test_mode(G: nn.Module, a: torch.Tensor, seed: int, first_index: int = 0) -> torch.Tensor:
+    """G(a) in the reference's test mode; item k uses dropout seed sample_seed(seed, first_index + k).
+
+    Leaves G in inference mode: call ``G.set_training_mode()`` before training again.
+    """
+    G.set_inference_mode(per_image_stats=True, dropout=True)
+    if G.has_dropout:
+        G.set_dropout_generators([torch.Generator().manual_seed(sample_seed(seed, first_index + k))
+                                  for k in range(a.shape[0])])
+    try:
+        return G(a)
+    finally:
+        G.set_dropout_generators(None)
+
+
+def line_style_of(manifest_or_info: Any):
+    """The LineStyle a dataset / model was made with, or None when its inputs are not edge maps."""
+    from p2p_demo.edges import LineStyle
+
+    style = manifest_or_info.get("line_style") if isinstance(manifest_or_info, dict) else getattr(manifest_or_info, "line_style", None)
+    if not style:
+        return None
+    return style if isinstance(style, LineStyle) else LineStyle.from_dict(style)
+
+
+def output_edges(output: np.ndarray, style) -> np.ndarray:
+    """bool (S, S) edge mask of a generated image, in the image's own pixels (see module doc)."""
+    from p2p_demo.edges import NothingDrawn, photo_to_edges
+
+    s = output.shape[0]
+    try:
+        em = photo_to_edges(output, method="canny", style=style)
+    except NothingDrawn:
+        return np.zeros((s, s), bool)
+    x0, y0, x1, y1 = em.box
+    lines = resize(em.image, (x1 - x0, y1 - y0)) < 128  # back to the source's scale
+    mask = np.zeros((s, s), bool)
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, s), min(y1, s)
+    if sx1 > sx0 and sy1 > sy0:
+        mask[sy0:sy1, sx0:sx1] = lines[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0]
+    return mask
+
+
+def edge_scores(pred: np.ndarray, true: np.ndarray, tolerance: int = EDGE_TOLERANCE_PX) -> tuple[float, float, float]:
+    """(precision, recall, F1) of two bool edge masks, each pixel matched within ``tolerance`` px."""
+    import cv2
+
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tolerance + 1, 2 * tolerance + 1))
+    near_true = cv2.dilate(true.astype(np.uint8), k) > 0
+    near_pred = cv2.dilate(pred.astype(np.uint8), k) > 0
+    n_pred, n_true = int(pred.sum()), int(true.sum())
+    if n_pred == 0 and n_true == 0:
+        return 1.0, 1.0, 1.0
+    p = float((pred & near_true).sum() / n_pred) if n_pred else 0.0
+    r = float((true & near_pred).sum() / n_true) if n_true else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def image_scores(output: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """l1 / psnr / ssim of one uint8 output (H, W, 3) against its uint8 target (H, W, C)."""
+    from skimage.metrics import structural_similarity
+
+    if target.ndim == 2:
+        target = target[..., None]
+    out = output[..., : target.shape[2]].astype(np.float64) / 255.0  # a 1-channel model's output is repeated
+    tgt = target.astype(np.float64) / 255.0
+    mse = float(np.mean((out - tgt) ** 2))
+    psnr = PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * math.log10(1.0 / mse))
+    if out.shape[2] == 1:
+        out, tgt, axis = out[..., 0], tgt[..., 0], None
+    else:
+        axis = 2
+    ssim = structural_similarity(out, tgt, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                 data_range=1.0, channel_axis=axis)
+    return {"l1": float(np.mean(np.abs(out - tgt))) * 2.0, "psnr": psnr, "ssim": float(ssim)}
+
+
+def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_style=None, batch_size: int = 8,
+                       max_items: int = 0) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Metrics of G on ``data`` (see module doc) and its uint8 outputs. Leaves G in inference mode."""
+    device = next(G.parameters()).device
+    in_ch = G.config.in_channels
+    n = len(data) if not max_items else min(max_items, len(data))
+    per: dict[str, list[float]] = {k: [] for k in ("l1", "psnr", "ssim", "edge_precision", "edge_recall", "edge_f1",
+                                                   "edge_f1_target")}
+    outputs: list[np.ndarray] = []
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(start + batch_size, n))
+        a, _ = data.pairs(idx, in_ch)
+        ys = to_images(render_test_mode(G, a.to(device), seed, first_index=start))
+        for i, y in zip(idx.tolist(), ys):
+            target = data.B[i].permute(1, 2, 0).cpu().numpy()
+            for k, v in image_scores(y, target).items():
+                per[k].append(v)
+            if line_style is not None:
+                ink = data.A[i].cpu().numpy() < 128
+                p, r, f = edge_scores(output_edges(y, line_style), ink)
+                per["edge_precision"].append(p)
+                per["edge_recall"].append(r)
+                per["edge_f1"].append(f)
+                # the same score for the ground truth: the ceiling this pipeline allows
+                per["edge_f1_target"].append(edge_scores(output_edges(to_rgb(target), line_style), ink)[2])
+            outputs.append(y)
+    metrics: dict[str, Any] = {"n": n, "seed": seed, "mode": MODE}
+    metrics.update({k: (float(np.mean(v)) if v else None) for k, v in per.items()})
+    metrics["ssim_impl"] = "skimage structural_similarity, gaussian sigma 1.5 (11x11), population covariance, data_range 1"
+    metrics["edge_method"] = (f"photo_to_edges canny with the model's line style, F1 within {EDGE_TOLERANCE_PX} px"
+                              if line_style is not None else None)
+    return metrics, outputs
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a model to evaluate
+
+
+def load_model(spec: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """A generator and what is known about it, from a training checkpoint (.pt) or a model folder /
+    hub spec (through p2p_demo.hub.load_generator)."""
+    ckpt = _train_checkpoint(Path(spec))
+    if ckpt is not None:
+        G = build_generator(GeneratorConfig.from_dict(ckpt["generator_config"]))
+        G.load_state_dict(ckpt["G"])  # strict
+        info = {"line_style": ckpt.get("line_style"), "step": ckpt.get("step"), "source": "checkpoint"}
+    else:
+        from p2p_demo.hub import load_generator
+
+        G, meta = load_generator(spec)
+        info = {"line_style": getattr(meta, "line_style", None), "source": "model"}
+    return G.to(device).float(), info
+
+
+def _train_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint dict when ``path`` is a file written by ``train fit``, else None."""
+    if not (path.is_file() and path.suffix in (".pt", ".pth", ".ckpt")):
+        return None
+    from train.fit import load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception:  # not ours (e.g. a pickled reference .pth): let the hub loader judge it
+        return None
+    return ckpt if isinstance(ckpt, dict) and "generator_config" in ckpt and "G" in ckpt else None
+
+
+def default_out(spec: str) -> Path:
+    path = Path(spec)
+    if path.is_file() and path.parent.name == "checkpoints":  # runs/<name>/checkpoints/last.pt
+        return path.parent.parent / "eval"
+    return Path("runs") / "eval" / (path.name or "model")
+
+
+def evaluate(model: str, data: str, *, split: str = "test", seed: int = 0, out: str | None = None,
+             device: str = "auto", batch_size: int = 8, max_items: int = 0, grid_rows: int = 8) -> dict[str, Any]:
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    G, info = load_model(model, dev)
+    ds = PairedData.load(data, split, "cpu")
+    if len(ds) == 0:
+        raise SystemExit(f"evaluate: {data} has no {split!r} pairs")
+    if ds.channels != G.config.out_channels:
+        raise SystemExit(f"evaluate: the model makes {G.config.out_channels}-channel images, {data} has {ds.channels}")
+    style = line_style_of(info) or line_style_of(read_manifest(data))
+    metrics, outputs = evaluate_generator(G, ds, seed=seed, line_style=style, batch_size=batch_size, max_items=max_items)
+    metrics = {"model": str(model), "data": str(data), "split": split, **metrics}
+    out_dir = Path(out) if out else default_out(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))
+    rows = [[ds.A[i].numpy(), outputs[i], ds.B[i].permute(1, 2, 0).numpy()] for i in range(min(grid_rows, len(outputs)))]
+    save_image(grid(rows), out_dir / f"grid_{split}.png")
+    metrics["out"] = str(out_dir)
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m train evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="training checkpoint (.pt), model folder or hub spec")
+    p.add_argument("--data", required=True, help="prepared dataset folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--seed", type=int, default=0, help="dropout seed (same seed -> same numbers)")
+    p.add_argument("--out", default=None, help="output folder (default: <run>/eval or runs/eval/<model>)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-items", type=int, default=0, help="score only the first N pairs (0 = all)")
+    args = p.parse_args(argv)
+    m = evaluate(args.model, args.data, split=args.split, seed=args.seed, out=args.out, device=args.device,
+                 batch_size=args.batch_size, max_items=args.max_items)
+    print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "out")}))
+    return 0

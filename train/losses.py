@@ -1,0 +1,51 @@
+"""GAN losses on PatchGAN logits, and what the discriminator is shown for each loss option.
+
+Loss options (the paper's table): ``l1`` (no discriminator), ``gan`` (D sees the output alone),
+``cgan`` (D sees cat(input, output)), ``l1+gan``, ``l1+cgan`` (the reference).
+GAN flavours: ``vanilla`` (BCE with logits; G uses the non-saturating loss, i.e. BCE against
+"real"), ``lsgan`` (least squares against 1 / 0), ``hinge`` (D: relu(1 - real) + relu(1 + fake),
+G: -mean(fake)).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from train.config import GAN_MODES
+
+
+def d_loss(logits: torch.Tensor, real: bool, mode: str) -> torch.Tensor:
+    """The discriminator's loss on logits of real (True) or generated (False) inputs."""
+    logits = logits.float()  # losses in fp32 under autocast
+    if mode == "vanilla":
+        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+        return F.binary_cross_entropy_with_logits(logits, target)
+    if mode == "lsgan":
+        return F.mse_loss(logits, torch.full_like(logits, 1.0 if real else 0.0))
+    if mode == "hinge":
+        return F.relu(1.0 - logits).mean() if real else F.relu(1.0 + logits).mean()
+    raise ValueError(f"gan_mode must be one of {GAN_MODES}, got {mode!r}")
+
+
+def g_loss(logits: torch.Tensor, mode: str) -> torch.Tensor:
+    """The generator's adversarial loss on D's logits for its outputs (non-saturating)."""
+    logits = logits.float()
+    if mode == "vanilla":
+        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+    if mode == "lsgan":
+        return F.mse_loss(logits, torch.ones_like(logits))
+    if mode == "hinge":
+        return -logits.mean()
+    raise ValueError(f"gan_mode must be one of {GAN_MODES}, got {mode!r}")
+
+
+def d_input(a: torch.Tensor, y: torch.Tensor, conditional: bool) -> torch.Tensor:
+    """What D judges: the pair for cgan, the image alone for gan."""
+    if conditional:
+        return torch.cat([a, y], 1)  # (B, Cin + C, H, W) in [-1, 1]
+    return y
+
+
+def d_in_channels(in_channels: int, out_channels: int, conditional: bool) -> int:
+    return in_channels + out_channels if conditional else out_channels
