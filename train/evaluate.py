@@ -235,7 +235,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-items", type=int, default=0, help="score only the first N pairs (0 = all)")
     args = p.parse_args(argv)
-    m = evaluate(args.model, args.data, split=args.split, seed=args.seed, out=args.out, device=args.device,
-                 batch_size=args.batch_size, max_items=args.max_items)
+    from p2p_demo.hub import LoadError
+    from train.prepare import NotPrepared
+
+    try:
+        m = evaluate(args.model, args.data, split=args.split, seed=args.seed, out=args.out, device=args.device,
+                     batch_size=args.batch_size, max_items=args.max_items)
+    except (LoadError, NotPrepared) as e:
+        raise SystemExit(f"evaluate: {e}") from e
     print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "out")}))
     return 0

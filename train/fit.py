@@ -640,10 +640,15 @@ def config_from_args(argv: Sequence[str] | None) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from train.prepare import NotPrepared
+
     try:
         cfg = config_from_args(argv)
+    except (FileNotFoundError, ValueError) as e:  # no checkpoint to resume, a bad option value
+        raise SystemExit(f"fit: {e}") from e
+    try:
         metrics = fit(cfg)
-    except (CheckpointError, FileExistsError, FileNotFoundError, ValueError) as e:
+    except (CheckpointError, FileExistsError, FileNotFoundError, NotPrepared) as e:
         raise SystemExit(f"fit: {e}") from e
     if metrics:
         ev = metrics.get("eval") or {}
