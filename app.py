@@ -27,6 +27,7 @@ log = logging.getLogger("app")
 
 DEFAULT_SAMPLES = 3
 MAX_UPLOAD = "20mb"
+BLOBS_KEPT = 16  # see _editor_value
 # What launch() always gets; tests and the benchmark launch with the same settings.
 LAUNCH_KWARGS = dict(run_history=False, ssr_mode=False, share=False, max_file_size=MAX_UPLOAD)
 
@@ -61,6 +62,24 @@ def _outputs(out: Output) -> tuple:
     return out.image, out.samples, out.edges, out.status, out.timings
 
 
+def _editor_value(editor: gr.ImageEditor, value):
+    """The Sketchpad's unprocessed value, with a stroke sent as blobs resolved, and old blobs freed.
+
+    Gradio 6.31's editor also posts every stroke's PNGs to the component (``accept_blobs``) and keeps
+    them in memory until an event refers to them by id; the events here get the uploaded files
+    instead, so nothing ever collects them: a slow leak on a long-running Space. Use them when an
+    event does refer to them, and drop all but the newest few.
+    """
+    storage = editor.blob_storage
+    if isinstance(value, dict) and value.get("id") and value.get("composite") is None:
+        blobs = storage.pop(value["id"], None)
+        if blobs is not None:
+            value = {"background": None, "layers": [], "composite": blobs.composite}  # PNG bytes
+    for key in list(storage)[:-BLOBS_KEPT]:
+        storage.pop(key, None)
+    return value
+
+
 def _shown(fn):
     """Turn a UserMessage into a Gradio error toast (and an error for API clients)."""
 
@@ -84,8 +103,9 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
 
     @_gpu
     @_shown
-    def render_sketch(sketch, model, n, seed, deterministic):
-        return _outputs(manager.render_sketch(sketch, model_id=model, n=n, seed=seed, deterministic=deterministic))
+    def render_sketch(value, model, n, seed, deterministic):
+        value = _editor_value(canvas, value)
+        return _outputs(manager.render_sketch(value, model_id=model, n=n, seed=seed, deterministic=deterministic))
 
     @_gpu
     @_shown
@@ -93,10 +113,10 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         return _outputs(manager.render_upload(photo, model_id=model, n=n, seed=seed,
                                               deterministic=deterministic, edges=edges))
 
-    def render_active(active, sketch, photo, model, n, seed, deterministic, edges):
-        if active == "photo":
+    def render_active(tab, value, photo, model, n, seed, deterministic, edges):
+        if tab == "photo":
             return render_photo(photo, model, n, seed, deterministic, edges)
-        return render_sketch(sketch, model, n, seed, deterministic)
+        return render_sketch(value, model, n, seed, deterministic)
 
     def render(image, model, n, seed, deterministic, edges):
         """Render an image file (a sketch, a photo or an edge map) with a registry model.
@@ -106,7 +126,7 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         """
         return render_photo(image, model, n, seed, deterministic, edges)
 
-    def switch_model(model, current, progress=gr.Progress(track_tqdm=True)):
+    def switch_model(model, current, progress=gr.Progress()):
         try:
             description = manager.switch(model, progress)
         except UserMessage as e:
@@ -123,21 +143,21 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
             with gr.Column(scale=3, min_width=300):
                 with gr.Tabs():
                     with gr.Tab("Sketch", id="sketch") as sketch_tab:
-                        sketch = gr.Sketchpad(
+                        canvas = gr.Sketchpad(
                             type="numpy", image_mode="RGB", canvas_size=(256, 256), fixed_canvas=True,
                             layers=False, label="Draw here", elem_id="sketch",
                             brush=gr.Brush(default_size=3, colors=["#000000"], color_mode="fixed"),
                             eraser=gr.Eraser(default_size=12),
                         )
-                        examples = gr.Examples([[str(p)] for p in example_paths()], inputs=[sketch],
-                                               label="Start from an example")
+                        examples = gr.Examples([[str(p)] for p in example_paths()], inputs=[canvas],
+                                               label="Start from an example", elem_id="examples")
                     with gr.Tab("Photo", id="photo") as photo_tab:
                         photo = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                          label="Photo (or a drawing)", elem_id="photo")
                         photo_edges = gr.Radio(
                             [("Auto: HED for photos, drawings kept", "auto"), ("HED", "hed"),
                              ("Canny (fast)", "canny")],
-                            value="auto", label="Edges")
+                            value="auto", label="Edges", elem_id="photo-edges")
             with gr.Column(scale=3, min_width=300):
                 output = gr.Image(label="Output (sample 1)", format="png", interactive=False, height=330,
                                   buttons=["download", "fullscreen"], elem_id="output")
@@ -148,11 +168,13 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         gallery = gr.Gallery(label="Samples (dropout on)", format="png", columns=MAX_SAMPLES, fit_columns=False,
                              height=190, object_fit="contain", interactive=False, elem_id="gallery")
         with gr.Row(equal_height=True):
-            model = gr.Dropdown(manager.choices(), value=manager.default, label="Model", scale=3)
-            n = gr.Slider(1, MAX_SAMPLES, value=DEFAULT_SAMPLES, step=1, label="Samples", scale=2)
-            seed = gr.Number(0, precision=0, minimum=0, maximum=2**32 - 1, label="Seed", scale=1, min_width=100)
+            model = gr.Dropdown(manager.choices(), value=manager.default, label="Model", scale=3, elem_id="model")
+            n = gr.Slider(1, MAX_SAMPLES, value=DEFAULT_SAMPLES, step=1, label="Samples", scale=2, elem_id="samples")
+            seed = gr.Number(0, precision=0, minimum=0, maximum=2**32 - 1, label="Seed", scale=1, min_width=100,
+                           elem_id="seed")
             roll = gr.Button("🎲", scale=0, min_width=50, elem_id="reroll")
-            deterministic = gr.Checkbox(False, label="Deterministic (dropout off)", scale=1)
+            deterministic = gr.Checkbox(False, label="Deterministic (dropout off)", scale=1,
+                                        elem_id="deterministic")
         model_info = gr.Markdown(manager.describe(manager.default), elem_id="model-info")
         with gr.Accordion("How it works", open=False):
             gr.Markdown(HOW_IT_WORKS)
@@ -164,11 +186,11 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         # needs (the canvas composite, the upload) with load_image, which explains bad files.
         live = dict(trigger_mode="always_last", concurrency_limit=1, concurrency_id="render",
                     api_visibility="private", preprocess=False)
-        everything = [active, sketch, photo, model_state, n, seed, deterministic, photo_edges]
+        everything = [active, canvas, photo, model_state, n, seed, deterministic, photo_edges]
 
-        sketch.change(render_sketch, [sketch, model_state, n, seed, deterministic], outs,
+        canvas.change(render_sketch, [canvas, model_state, n, seed, deterministic], outs,
                       show_progress="hidden", **live)
-        examples.load_input_event.then(render_sketch, [sketch, model_state, n, seed, deterministic], outs,
+        examples.load_input_event.then(render_sketch, [canvas, model_state, n, seed, deterministic], outs,
                                        show_progress="hidden", **live)
         gr.on([photo.change, photo_edges.change], render_photo,
               [photo, model_state, n, seed, deterministic, photo_edges], outs,
@@ -177,10 +199,10 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
             render_active, everything, outs, show_progress="hidden", **live)
         photo_tab.select(lambda: "photo", None, active, api_visibility="private", queue=False).then(
             render_active, everything, outs, show_progress="hidden", **live)
-        gr.on([n.release, seed.submit, deterministic.input], render_active, everything, outs,
+        # .change also fires when 🎲 sets the seed; always_last folds a slider drag into one render.
+        gr.on([n.change, seed.change, deterministic.change], render_active, everything, outs,
               show_progress="hidden", **live)
-        roll.click(new_seed, None, seed, api_visibility="private", queue=False).then(
-            render_active, everything, outs, show_progress="hidden", **live)
+        roll.click(new_seed, None, seed, api_visibility="private", queue=False)
         model.input(switch_model, [model, model_state], [model, model_state, model_info],
                     show_progress="full", show_progress_on=[model_info], concurrency_limit=1,
                     concurrency_id="switch", api_visibility="private").then(

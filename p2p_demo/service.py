@@ -207,7 +207,8 @@ class ModelManager:
         """Render a Gradio Sketchpad value ({"background", "layers", "composite"}).
 
         Only the composite (the drawing flattened, alpha onto white) is used; it may be an array
-        (processed value) or Gradio's file payload (``preprocess=False``, the faster path). An
+        (processed value), Gradio's file payload (``preprocess=False``, the faster path) or the
+        PNG bytes of an editor blob. An
         empty or cleared canvas is not an error: it gives an empty Output with a hint.
         """
         composite = value.get("composite") if isinstance(value, dict) else None

@@ -298,3 +298,20 @@ def test_switch_loads_and_describes(manager):
     text = manager.switch(MODELS[1])
     assert "Tiny shoes" in text and "MIT" in text and "black lines on white" in text
     assert manager.is_loaded(MODELS[1])
+
+
+def test_editor_blobs_are_used_and_freed(tmp_path):
+    """Gradio's editor keeps every stroke's PNGs on the component: the app uses and frees them."""
+    from types import SimpleNamespace
+
+    import app
+
+    png = Path(CAT).read_bytes()
+    storage = {f"old{i}": SimpleNamespace(background=None, layers=[], composite=b"x") for i in range(40)}
+    storage["mine"] = SimpleNamespace(background=None, layers=[], composite=png)
+    editor = SimpleNamespace(blob_storage=storage)
+    value = app._editor_value(editor, {"background": None, "layers": [], "composite": None, "id": "mine"})
+    assert value["composite"] == png and "mine" not in storage
+    assert len(storage) == app.BLOBS_KEPT and "old39" in storage
+    manager = ModelManager(weights_dir=make_weights(tmp_path), default=MODELS[0])
+    assert manager.render_sketch(value, model_id=MODELS[0]).image.shape == (SIZE, SIZE, 3)

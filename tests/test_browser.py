@@ -1,0 +1,171 @@
+"""The real app in Debian's Chromium (Playwright): draw, see samples, examples, photo, model switch.
+
+Needs /usr/bin/chromium (scripts/test.sh installs it); skipped when it or Playwright is missing.
+The screenshot goes under pytest's tmp dir; set P2P_DOCS_SCREENSHOT=1 to also refresh
+docs/screenshots/app.png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from test_app import MODELS, make_weights, serve
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "app.png"
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+TIMEOUT_MS = 20_000
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory):
+    # 256 px models (the real models' size), so the screenshot shows what a visitor sees.
+    with serve(make_weights(tmp_path_factory.mktemp("weights"), size=256)) as u:
+        yield u
+
+
+@pytest.fixture()
+def page(url, tmp_path):
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.requests = []  # every URL the page asks for
+        page.on("request", lambda r: page.requests.append(r.url))
+        page.goto(url)
+        try:
+            yield page
+        finally:
+            page.screenshot(path=str(tmp_path / "last.png"), full_page=True)  # for a failing run
+            browser.close()
+
+
+def draw(page, points: list[tuple[float, float]]) -> None:
+    """One stroke through points given as fractions of the canvas (~8 mouse steps in all)."""
+    box = page.locator("#sketch canvas").first.bounding_box()
+    xy = [(box["x"] + fx * box["width"], box["y"] + fy * box["height"]) for fx, fy in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for (x0, y0), (x1, y1) in zip(xy, xy[1:]):
+        page.mouse.move(x1, y1, steps=max(1, 8 // (len(xy) - 1)))
+    page.mouse.up()
+
+
+def src(page, selector: str) -> str | None:
+    loc = page.locator(f"{selector} img")
+    return loc.first.get_attribute("src") if loc.count() else None
+
+
+def wait_src_change(page, selector: str, old: str | None) -> str:
+    page.wait_for_function(
+        "([sel, old]) => { const i = document.querySelector(sel + ' img'); return i && i.src && i.src !== old; }",
+        arg=[selector, old])
+    return src(page, selector)
+
+
+def status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def gallery_digests(page, n: int) -> list[str]:
+    """Wait for n gallery thumbnails and return the hashes of their pixels' files."""
+    page.wait_for_function("n => document.querySelectorAll('#gallery img').length === n", arg=n)
+    srcs = [img.get_attribute("src") for img in page.locator("#gallery img").all()]
+    return [hashlib.sha1(page.request.get(s).body()).hexdigest() for s in srcs]
+
+
+def test_draw_examples_photo_and_models(page, tmp_path):
+    t0 = time.perf_counter()
+    page.get_by_role("button", name="Brush", exact=True).click()
+
+    # A stroke renders: the output, the edge map and 3 distinct samples appear.
+    draw(page, [(0.25, 0.3), (0.5, 0.7), (0.75, 0.3)])
+    out1 = wait_src_change(page, "#output", None)
+    assert src(page, "#edges")
+    assert len(set(gallery_digests(page, 3))) == 3
+    assert "3 samples, seed 0" in status(page)
+
+    # More samples: the slider's number box.
+    box = page.locator("#samples input[type=number]")
+    box.fill("4")
+    box.press("Enter")
+    assert len(set(gallery_digests(page, 4))) == 4
+
+    # Clearing the canvas is not an error: a calm hint, no toast.
+    page.locator("#sketch").get_by_role("button", name="Clear canvas").click()
+    page.wait_for_function("() => !document.querySelector('#output img')")
+    assert status(page).startswith("✏️ Draw on the canvas")
+    assert page.locator("[data-testid='toast-text']").count() == 0
+
+    # An example replaces the drawing and renders.
+    page.locator("#examples button.gallery-item").first.click()
+    out2 = wait_src_change(page, "#output", None)
+    assert out2 != out1
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('4 samples')")
+    page.wait_for_function("() => [...document.querySelectorAll('#output img, #edges img, #gallery img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    shot = tmp_path / "app.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+    if os.environ.get("P2P_DOCS_SCREENSHOT"):
+        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, DOCS_SCREENSHOT)
+
+    # Another model re-renders the same drawing.
+    page.locator("#model input").click()
+    page.get_by_role("option", name="Tiny shoes").click()
+    page.wait_for_function("() => document.querySelector('#model-info').innerText.includes('Tiny shoes')")
+    out3 = wait_src_change(page, "#output", out2)
+    page.wait_for_function("() => document.querySelector('#status').innerText.startsWith('Tiny shoes')")
+
+    # A Hub model that cannot be downloaded: a warning, and the current model stays.
+    page.locator("#model input").click()
+    page.get_by_role("option", name="Offline model", exact=False).click()
+    page.get_by_text("Could not download Offline model").first.wait_for()
+    page.wait_for_function("() => document.querySelector('#model input').value === 'Tiny shoes'")
+    assert "Tiny shoes" in page.locator("#model-info").inner_text()
+
+    # The photo tab: upload, edges, render.
+    page.get_by_role("tab", name="Photo").click()
+    photo = tmp_path / "photo.png"
+    _synthetic_photo(photo)
+    page.locator("#photo input[type=file]").set_input_files(str(photo))
+    wait_src_change(page, "#output", out3)
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Tiny shoes')")
+    assert len(set(gallery_digests(page, 4))) == 4
+
+    # A bad upload: an error toast, and the next upload renders again.
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    page.locator("#photo").get_by_role("button", name="Remove Image").click()
+    page.locator("#photo input[type=file]").set_input_files(str(bad))
+    page.get_by_text("Cannot use this file").first.wait_for()
+    page.locator("#photo").get_by_role("button", name="Remove Image").click()
+    page.locator("#photo input[type=file]").set_input_files(str(photo))
+    wait_src_change(page, "#output", None)
+
+    hosts = {urlparse(u).hostname for u in page.requests if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+    assert hosts <= LOCAL_HOSTS, f"the page reached out to {hosts - LOCAL_HOSTS}"
+    assert time.perf_counter() - t0 < 60
+
+
+def _synthetic_photo(path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:240, 0:320]
+    img = np.stack([xx * 0.5 + 40, yy * 0.6 + 60, 150 + 0 * xx], -1)
+    img[(xx - 160) ** 2 / 2 + (yy - 120) ** 2 < 70**2] = [190, 70, 50]
+    Image.fromarray(img.astype(np.uint8)).save(path)
