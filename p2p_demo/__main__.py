@@ -1,4 +1,4 @@
-"""Command line: ``python -m p2p_demo render | edges | models``.
+"""Command line: ``python -m p2p_demo render | edges | models | export-onnx``.
 
 Errors end the program with exit status 1 and one line on stderr that says what was wrong.
 """
@@ -119,8 +119,42 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from . import fast
+    from .hub import load_generator
+
+    generator, info = load_generator(args.model)
+    generator.eval()
+    plan = fast.DropoutPlan.of(generator)
+    data = fast.export_onnx(generator, plan)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    # Check the file against eager PyTorch on one seeded sample before calling it done.
+    side = generator.config.multiple
+    x = torch.rand(1, generator.config.in_channels, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    masks = plan.draw([torch.Generator().manual_seed(1)], side, side) if len(plan) else []
+    with torch.no_grad():
+        want = fast.MaskedGenerator(generator, plan)(x, *masks)
+    got = fast.OnnxRunner(out.read_bytes(), plan)(x, masks)
+    diff = float(np.abs(got.numpy() - want.numpy()).max())
+    if diff > 1e-3:
+        raise CliError(f"{out}: the export differs from PyTorch by {diff:.2g}; please report this model")
+    names = ", ".join(fast.input_names(plan))
+    print(f"wrote {out} ({len(data) / 2**20:.1f} MB, opset {fast.OPSET}); inputs {names}; output y; "
+          f"max |ONNX - PyTorch| {diff:.1e}")
+    if len(plan):
+        shapes = ", ".join(f"mask{i} (B, {c}, H/{sh}, W/{sw})" for i, (c, (sh, sw)) in enumerate(zip(plan.channels, plan.strides)))
+        print(f"dropout masks, holding 1/(1-p) for kept units (all ones = dropout off): {shapes}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m p2p_demo", description="pix2pix sketch-to-image: render, edges, models")
+    p = argparse.ArgumentParser(prog="python -m p2p_demo",
+                                description="pix2pix sketch-to-image: render, edges, models, export-onnx")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -146,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list bundled and known Hub models")
     m.set_defaults(func=cmd_models)
+
+    o = sub.add_parser("export-onnx", help="export a generator to ONNX (dynamic batch/size, dropout masks as inputs)")
+    o.add_argument("--model", required=True, help="bundled id, Hub id, model folder, or .pth/.bin/.safetensors file")
+    o.add_argument("--out", required=True, help="the .onnx file to write")
+    o.set_defaults(func=cmd_export_onnx)
     return p
 
 

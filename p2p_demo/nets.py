@@ -89,6 +89,10 @@ class SeededDropout(nn.Module):
     The owning generator sets ``generators`` (a list, one per batch item) before a sampled forward
     pass and clears it after. Without generators it is ordinary ``F.dropout`` (training), and
     ``enabled = False`` turns it into the identity (deterministic rendering).
+
+    ``masks``, when set, wins over all of that: a ready ``(B, C, H, W)`` multiplier already holding
+    the ``1 / (1 - p)`` scale (ones = dropout off). It lets the masks be graph inputs, so an ONNX
+    export or a captured CUDA graph samples exactly like the eager path (see ``p2p_demo.fast``).
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -96,8 +100,11 @@ class SeededDropout(nn.Module):
         self.p = p
         self.enabled = True
         self.generators: Sequence[torch.Generator] | None = None
+        self.masks: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.masks is not None:
+            return x * self.masks
         if not self.enabled:
             return x
         if self.generators is None:
@@ -143,6 +150,7 @@ class _SamplingMixin:
         for m in self._modules_of(SeededDropout):
             m.enabled = True
             m.generators = None
+            m.masks = None
 
     def set_dropout_generators(self, generators: Sequence[torch.Generator] | None) -> None:
         for m in self._modules_of(SeededDropout):

@@ -5,6 +5,13 @@ statistics and dropout stays on, which is what the authors' published results us
 BatchNorm gives the blurry/black outputs users report). Each sample k of a request gets its own
 dropout generator seeded from (seed, k), so a sample does not depend on the batch it was drawn in.
 ``deterministic=True`` turns dropout off: one canonical rendering, identical for every seed.
+
+Backends (``backend=``): ``torch`` runs the generator eagerly (fp32 on the CPU, fp16 on CUDA);
+``onnx`` runs an ONNX Runtime export on the CPU; ``cuda-graph`` replays fp16 CUDA graphs captured
+per input shape. ``auto`` picks ``onnx`` on the CPU when onnxruntime is installed, ``cuda-graph``
+on CUDA, and falls back to ``torch`` with a logged warning when the fast path cannot be built.
+Every backend draws the same dropout masks for the same seed (see ``p2p_demo.fast``), so the
+choice changes speed, never which picture a seed gives (up to float rounding, and fp16 on GPU).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from .nets import Generator
 log = logging.getLogger(__name__)
 
 EDGE_METHODS = ("auto", "hed", "canny", "sketch", "none")
+BACKENDS = ("auto", "torch", "onnx", "cuda-graph")
 
 
 @dataclass
@@ -31,6 +39,7 @@ class RenderResult:
     edges: np.ndarray  # what the generator saw: (H, W) edge map or (H, W, 3) image, uint8
     images: list[np.ndarray]  # n uint8 (H, W, 3) renderings; images[0] is the main output
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    notes: list[str] = field(default_factory=list)  # what happened on the way, e.g. a CPU fallback
 
 
 def sample_seed(seed: int, k: int) -> int:
@@ -54,9 +63,16 @@ def looks_like_drawing(rgb: np.ndarray) -> bool:
 
 
 class Renderer:
-    """Runs one generator on CPU (fp32) or CUDA (fp16) for sketches, photos and ready inputs."""
+    """Runs one generator on CPU (fp32) or CUDA (fp16) for sketches, photos and ready inputs.
 
-    def __init__(self, generator: Generator, info: Any, *, device: str | torch.device | None = None) -> None:
+    The fast backends snapshot the weights when the Renderer is built; build a new Renderer after
+    changing the generator's weights.
+    """
+
+    def __init__(self, generator: Generator, info: Any, *, device: str | torch.device | None = None,
+                 backend: str = "auto") -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.info = info
         self.device = pick_device(device)
         self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
@@ -66,13 +82,63 @@ class Renderer:
         self.in_channels = generator.config.in_channels
         self.line_style = edges_mod.LineStyle.from_dict(info.line_style) if info.line_style else edges_mod.LineStyle()
         self.input_kind = getattr(info, "input", "edges")
+        self.notes: list[str] = []  # of the last generate() call
+        self._fast: Any = None  # fast.OnnxRunner | fast.CudaGraphRunner
+        self._plan: Any = None  # fast.DropoutPlan
+        self._cpu_fallback: Renderer | None = None
+        self.backend = "torch"
+        self._setup_backend(backend)
+
+    def _setup_backend(self, backend: str) -> None:
+        from . import fast
+
+        cuda = self.device.type == "cuda"
+        requested = backend
+        if backend == "auto":
+            backend = "cuda-graph" if cuda else ("onnx" if fast.onnxruntime_available() else "torch")
+            if backend == "torch":
+                log.info("onnxruntime is not installed: rendering with eager PyTorch on the CPU")
+        if backend == "torch":
+            if cuda:
+                torch.backends.cudnn.benchmark = True
+            return
+        if backend == "onnx" and cuda:
+            raise ValueError("backend 'onnx' runs on the CPU; use 'cuda-graph' or 'torch' on CUDA")
+        if backend == "cuda-graph" and not cuda:
+            raise ValueError("backend 'cuda-graph' needs a CUDA device")
+        try:
+            self.backend = backend
+            if backend == "onnx":
+                self._fast = fast.OnnxRunner.from_generator(self.generator)
+                self._plan = self._fast.plan
+            else:
+                torch.backends.cudnn.benchmark = True  # per-shape algorithm choice, kept in the graphs
+                self._plan = fast.DropoutPlan.of(self.generator)
+                self._fast = fast.CudaGraphRunner(self.generator, self._plan)
+            self._warm_up()
+        except Exception as e:  # an exporter or runtime that cannot handle this model: stay correct
+            if requested != "auto":
+                raise
+            log.warning("the %s backend is unavailable for this model (%s: %s); using eager PyTorch",
+                        backend, type(e).__name__, e)
+            self._fast = self._plan = None
+            self.backend = "torch"
+            self.generator.set_dropout_generators(None)
+
+    def _warm_up(self) -> None:
+        side = max(self.line_style.size, 1)
+        m = self.generator.config.multiple
+        side = -(-side // m) * m
+        x = torch.full((1, self.in_channels, side, side), 1.0)
+        self._forward(x, [0], seed=0, sampled=self.generator.has_dropout)
 
     @classmethod
-    def load(cls, spec: str, *, device: str | torch.device | None = None, **hub_kwargs: Any) -> "Renderer":
+    def load(cls, spec: str, *, device: str | torch.device | None = None, backend: str = "auto",
+             **hub_kwargs: Any) -> "Renderer":
         from .hub import load_generator
 
         generator, info = load_generator(spec, **hub_kwargs)
-        return cls(generator, info, device=device)
+        return cls(generator, info, device=device, backend=backend)
 
     # ---------------------------------------------------------------------------------------
     def make_edges(self, source: Any, method: str = "auto", size: int | None = None) -> np.ndarray:
@@ -101,28 +167,81 @@ class Renderer:
     @torch.inference_mode()
     def generate(self, model_input: np.ndarray, *, n: int = 1, seed: int = 0,
                  deterministic: bool = False, batch_size: int | None = None) -> list[np.ndarray]:
-        """Run the generator on one prepared input; n seeded samples (dropout on) or one canonical."""
+        """Run the generator on one prepared input; n seeded samples (dropout on) or one canonical.
+
+        On CUDA, running out of memory retries with half the batch, down to one sample at a time,
+        then renders the rest on the CPU; ``self.notes`` says when that happened.
+        """
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         g = self.generator
         sampled = not deterministic and g.has_dropout
         n_out = n if sampled else 1
-        x = to_tensor(model_input, self.in_channels).to(self.device, self.dtype)
+        x = to_tensor(model_input, self.in_channels)  # (1, C, H, W) in [-1, 1], on the CPU
         x, hw = pad_to_multiple(x, g.config.multiple)
-        g.set_inference_mode(per_image_stats=True, dropout=sampled)
         batch_size = batch_size or n_out
+        self.notes = []
         outputs: list[np.ndarray] = []
-        try:
-            for start in range(0, n_out, batch_size):
-                ks = range(start, min(start + batch_size, n_out))
-                if sampled:
-                    g.set_dropout_generators([torch.Generator().manual_seed(sample_seed(seed, k)) for k in ks])
-                y = g(x.expand(len(ks), -1, -1, -1))  # (b, C, H, W) in [-1, 1]
-                outputs += to_images(crop(y, hw))
-        finally:
-            g.set_dropout_generators(None)
+        start = 0
+        while start < n_out:
+            ks = list(range(start, min(start + batch_size, n_out)))
+            try:
+                y = self._forward(x, ks, seed=seed, sampled=sampled)  # (b, C, H, W) in [-1, 1]
+            except torch.OutOfMemoryError:
+                if self.device.type != "cuda":
+                    raise
+                batch_size = self._after_oom(batch_size, len(ks))
+                if batch_size == 0:
+                    y = self._cpu_renderer()._forward(x, ks, seed=seed, sampled=sampled)
+                    self.notes.append(f"GPU out of memory: samples {ks[0] + 1}-{n_out} rendered on the CPU")
+                    log.warning(self.notes[-1])
+                    batch_size = n_out
+                else:
+                    continue
+            outputs += to_images(crop(y, hw))
+            start += len(ks)
         # Without dropout every sample is the same image: repeat it so callers always get n.
         return outputs if sampled else outputs * n
+
+    def _forward(self, x: torch.Tensor, ks: list[int], *, seed: int, sampled: bool) -> torch.Tensor:
+        """Samples ks of a request (dropout on) or the canonical rendering, for a padded CPU x."""
+        g = self.generator
+        gens = [torch.Generator().manual_seed(sample_seed(seed, k)) for k in ks] if sampled else None
+        if self.backend == "torch":
+            g.set_inference_mode(per_image_stats=True, dropout=sampled)
+            g.set_dropout_generators(gens)
+            try:
+                return g(x.to(self.device, self.dtype).expand(len(ks), -1, -1, -1))
+            finally:
+                g.set_dropout_generators(None)
+        h, w = x.shape[-2:]
+        masks = self._plan.draw(gens, h, w) if sampled else self._plan.ones(len(ks), h, w)
+        if self.backend == "onnx":
+            return self._fast(x.expand(len(ks), -1, -1, -1), masks)
+        g.set_inference_mode(per_image_stats=True, dropout=True)  # the masks decide
+        return self._fast(x.to(self.device, self.dtype).expand(len(ks), -1, -1, -1), masks)
+
+    def _after_oom(self, batch_size: int, tried: int) -> int:
+        """The next batch size after a CUDA OOM at ``tried`` samples; 0 means go to the CPU."""
+        if self.backend == "cuda-graph":
+            self._fast.clear()
+        torch.cuda.empty_cache()
+        smaller = min(batch_size, tried) // 2
+        note = (f"GPU out of memory at {tried} sample(s) in one batch: retrying {smaller} at a time"
+                if smaller else f"GPU out of memory at 1 sample: falling back to the CPU")
+        self.notes.append(note)
+        log.warning(note)
+        return smaller
+
+    def _cpu_renderer(self) -> "Renderer":
+        """A CPU copy of this model for requests that do not fit on the GPU (built once)."""
+        if self._cpu_fallback is None:
+            import copy
+
+            # The fp16 weights as held on the GPU, upcast: fine for a fallback, within fp16 rounding.
+            cpu = copy.deepcopy(self.generator).to("cpu", torch.float32)
+            self._cpu_fallback = Renderer(cpu, self.info, device="cpu")
+        return self._cpu_fallback
 
     def __call__(self, source: Any, *, edges: str = "auto", n: int = 1, seed: int = 0,
                  deterministic: bool = False, size: int | None = None) -> RenderResult:
@@ -131,4 +250,5 @@ class Renderer:
         t1 = time.perf_counter()
         images = self.generate(model_input, n=n, seed=seed, deterministic=deterministic)
         t2 = time.perf_counter()
-        return RenderResult(model_input, images, {"edges": t1 - t0, "model": t2 - t1, "total": t2 - t0})
+        return RenderResult(model_input, images, {"edges": t1 - t0, "model": t2 - t1, "total": t2 - t0},
+                            list(self.notes))

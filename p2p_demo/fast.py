@@ -1,0 +1,340 @@
+"""Fast inference: ONNX Runtime on the CPU, fp16 + CUDA graphs on a GPU, same samples as eager.
+
+Both fast paths take the dropout masks as *inputs* instead of drawing them inside the network. The
+masks are drawn here exactly as ``SeededDropout`` draws them in eager PyTorch: on the CPU, one
+``torch.Generator`` per sample, ``torch.rand(shape, generator=g) >= p`` per dropout layer in the
+order the layers run in the forward pass. A sample rendered by ONNX Runtime or a CUDA graph is
+therefore the same sample as the eager one for the same seed (equal to float rounding). A mask
+already holds the ``1 / (1 - p)`` scale, so dropout off is simply masks of ones, the identity.
+
+* :class:`DropoutPlan`: which layers draw masks, in forward order, and their shapes at any size.
+* :func:`export_onnx`: the generator as ONNX with dynamic batch / height / width and one mask input
+  per dropout layer (``x``, ``mask0``, ``mask1``, ...; output ``y``). Per-image normalisation
+  exports as ``InstanceNormalization``.
+* :class:`OnnxRunner`: an ONNX Runtime session tuned for a small CPU (one intra-op thread per
+  physical core, sequential execution, all graph optimisations), the export cached on disk by a
+  hash of the weights.
+* :class:`CudaGraphRunner`: fp16 generator, one CUDA graph captured per (batch, H, W) with static
+  input and mask buffers, replayed for every request of that shape.
+
+Nothing here touches CUDA or imports onnxruntime at import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .nets import Generator, SeededDropout
+
+log = logging.getLogger(__name__)
+
+# Bump when the exported graph changes for the same weights (invalidates the disk cache).
+EXPORT_VERSION = 1
+OPSET = 17
+CACHE_ENV = "P2P_ONNX_CACHE"  # a folder, or "off" to keep exports in memory only
+DEFAULT_CACHE = Path.home() / ".cache" / "p2p_demo" / "onnx"
+
+
+# --------------------------------------------------------------------------------------------
+# Dropout masks as inputs
+
+
+@dataclass
+class DropoutPlan:
+    """The dropout layers of a generator in forward order, and how their shapes follow the input."""
+
+    modules: list[SeededDropout]
+    channels: list[int]
+    strides: list[tuple[int, int]]  # input (H, W) / this layer's (h, w)
+    probs: list[float]
+
+    @classmethod
+    def of(cls, generator: Generator) -> "DropoutPlan":
+        """Probe one forward pass at the smallest valid size to find order and shapes."""
+        size = generator.config.multiple
+        seen: list[tuple[SeededDropout, tuple[int, ...]]] = []
+        hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((m, tuple(args[0].shape))))
+                 for m in generator.modules() if isinstance(m, SeededDropout)]
+        p = next(generator.parameters())
+        try:
+            with torch.no_grad():
+                generator(torch.zeros(1, generator.config.in_channels, size, size, device=p.device, dtype=p.dtype))
+        finally:
+            for h in hooks:
+                h.remove()
+        return cls(
+            modules=[m for m, _ in seen],
+            channels=[s[1] for _, s in seen],
+            strides=[(size // s[2], size // s[3]) for _, s in seen],
+            probs=[m.p for m, _ in seen],
+        )
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def shapes(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """One sample's mask shape (C, h, w) per layer for an input of height x width."""
+        return [(c, height // sh, width // sw) for c, (sh, sw) in zip(self.channels, self.strides)]
+
+    def draw(self, generators: Sequence[torch.Generator], height: int, width: int) -> list[torch.Tensor]:
+        """The masks SeededDropout would draw with these per-sample generators: (B, C, h, w) each."""
+        shapes = self.shapes(height, width)
+        per_layer: list[list[torch.Tensor]] = [[] for _ in shapes]
+        for g in generators:  # each sample's generator runs through the layers in forward order
+            for i, (shape, p) in enumerate(zip(shapes, self.probs)):
+                per_layer[i].append(torch.rand(shape, generator=g) >= p)
+        return [torch.stack(keep).float().mul_(1.0 / (1.0 - p)) for keep, p in zip(per_layer, self.probs)]
+
+    def ones(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
+        """Dropout off: the identity."""
+        return [torch.ones(batch, *shape) for shape in self.shapes(height, width)]
+
+    def set(self, masks: Sequence[torch.Tensor] | None) -> None:
+        for i, m in enumerate(self.modules):
+            m.masks = None if masks is None else masks[i]
+
+
+class MaskedGenerator(nn.Module):
+    """``forward(x, *masks)``: the generator with its dropout masks as explicit inputs."""
+
+    def __init__(self, generator: Generator, plan: DropoutPlan) -> None:
+        super().__init__()
+        self.generator = generator
+        self.plan = plan
+
+    def forward(self, x: torch.Tensor, *masks: torch.Tensor) -> torch.Tensor:
+        self.plan.set(masks)
+        try:
+            return self.generator(x)
+        finally:
+            self.plan.set(None)
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX export
+
+
+def input_names(plan: DropoutPlan) -> list[str]:
+    return ["x"] + [f"mask{i}" for i in range(len(plan))]
+
+
+def export_onnx(generator: Generator, plan: DropoutPlan | None = None) -> bytes:
+    """The generator as ONNX bytes: inputs ``x`` (B, C, H, W) and ``mask<i>``, output ``y``.
+
+    Uses the generator in its sampling configuration (per-image statistics); the masks decide
+    dropout. Batch, height and width are dynamic (H and W multiples of ``config.multiple``).
+    """
+    plan = plan or DropoutPlan.of(generator)
+    size = generator.config.multiple
+    generator.set_inference_mode(per_image_stats=True, dropout=True)
+    was_training = generator.training
+    generator.eval()
+    names = input_names(plan)
+    x = torch.zeros(1, generator.config.in_channels, size, size)
+    masks = plan.ones(1, size, size)
+    dynamic = {"x": {0: "batch", 2: "height", 3: "width"}, "y": {0: "batch", 2: "height", 3: "width"}}
+    for i, name in enumerate(names[1:]):
+        dynamic[name] = {0: "batch", 2: f"height_{i}", 3: f"width_{i}"}
+    buf = io.BytesIO()
+    # The TorchScript-based exporter: it needs no extra package (the dynamo one needs onnxscript)
+    # and gives a plain Conv / InstanceNormalization / ConvTranspose graph for these networks.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(MaskedGenerator(generator, plan), (x, *masks), buf, dynamo=False,
+                          input_names=names, output_names=["y"], dynamic_axes=dynamic, opset_version=OPSET)
+    generator.train(was_training)
+    return buf.getvalue()
+
+
+def weights_key(generator: Generator) -> str:
+    """A content hash of architecture + weights + exporter, naming the cached export."""
+    h = hashlib.sha256()
+    h.update(json.dumps(generator.config.to_dict(), sort_keys=True).encode())
+    h.update(f"export {EXPORT_VERSION} opset {OPSET} torch {torch.__version__}".encode())
+    for name, t in sorted(generator.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:32]
+
+
+def cache_dir() -> Path | None:
+    value = os.environ.get(CACHE_ENV)
+    if value is not None and value.strip().lower() in ("", "0", "off", "none", "false"):
+        return None
+    return Path(value) if value else DEFAULT_CACHE
+
+
+def cached_export(generator: Generator, plan: DropoutPlan, folder: Path | None) -> bytes:
+    """export_onnx, read from / written to ``folder/<hash>.onnx`` when a folder is given."""
+    if folder is None:
+        return export_onnx(generator, plan)
+    path = folder / f"{weights_key(generator)}.onnx"
+    if path.is_file():
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            log.warning("cannot read the cached ONNX export %s (%s); exporting again", path, e)
+    data = export_onnx(generator, plan)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old state or the whole file
+    except OSError as e:
+        log.warning("cannot cache the ONNX export in %s (%s); keeping it in memory", folder, e)
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX Runtime on the CPU
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads share a core's FMA units)."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        phys = core = ""
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                    cores.add((phys, core))
+    except OSError:
+        pass
+    return max(1, min(allowed, len(cores) or allowed))
+
+
+def onnxruntime_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+class OnnxRunner:
+    """An ONNX Runtime CPU session of one generator; call it with x and the masks."""
+
+    def __init__(self, onnx_bytes: bytes, plan: DropoutPlan, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or physical_cores()
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # warnings about unused initialisers etc. are noise here
+        self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        self.plan = plan
+        self.names = input_names(plan)
+        self.threads = opts.intra_op_num_threads
+
+    @classmethod
+    def from_generator(cls, generator: Generator, *, threads: int | None = None,
+                       folder: Path | None | str = "default") -> "OnnxRunner":
+        plan = DropoutPlan.of(generator)
+        data = cached_export(generator, plan, cache_dir() if folder == "default" else (Path(folder) if folder else None))
+        return cls(data, plan, threads=threads)
+
+    def __call__(self, x: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tensor:
+        """x: (B, C, H, W) float32 in [-1, 1] on the CPU; masks from the plan. Returns y like x."""
+        feed = {"x": np.ascontiguousarray(x.numpy(), dtype=np.float32)}
+        for name, m in zip(self.names[1:], masks):
+            feed[name] = m.numpy()
+        (y,) = self.session.run(["y"], feed)
+        return torch.from_numpy(y)
+
+
+# --------------------------------------------------------------------------------------------
+# CUDA: fp16 + CUDA graphs
+
+
+class CudaGraphRunner:
+    """Replays the fp16 generator from CUDA graphs, one per (batch, C, H, W), kept LRU.
+
+    Each graph owns static input and mask buffers; a call copies the request into them and
+    replays, which removes the per-layer launch overhead that dominates at batch 1 (the generator
+    is ~40 small kernels). All graphs share one memory pool. ``cudnn.benchmark`` is set by the
+    Renderer before the first capture so each shape gets its fastest convolution algorithms.
+    """
+
+    def __init__(self, generator: Generator, plan: DropoutPlan, *, max_graphs: int = 8) -> None:
+        p = next(generator.parameters())
+        if p.device.type != "cuda":
+            raise ValueError("CudaGraphRunner needs a generator on a CUDA device")
+        self.generator = generator
+        self.plan = plan
+        self.device, self.dtype = p.device, p.dtype
+        self.max_graphs = max_graphs
+        self._graphs: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
+        self._pool = None
+        self._lock = threading.Lock()
+
+    def _capture(self, shape: tuple[int, ...]) -> tuple:
+        b, _, h, w = shape
+        x = torch.zeros(shape, device=self.device, dtype=self.dtype)
+        masks = [m.to(self.device, self.dtype) for m in self.plan.ones(b, h, w)]
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        self.plan.set(masks)
+        try:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):  # warm-up off the capture: cuDNN autotuning, allocations
+                for _ in range(2):
+                    self.generator(x)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                y = self.generator(x)
+        finally:
+            self.plan.set(None)
+        return graph, x, masks, y
+
+    def __call__(self, x: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tensor:
+        """x: (B, C, H, W) on the GPU; masks: CPU float tensors from the plan. Returns a new tensor."""
+        shape = tuple(x.shape)
+        with self._lock:
+            entry = self._graphs.get(shape)
+            if entry is None:
+                entry = self._capture(shape)
+                self._graphs[shape] = entry
+                while len(self._graphs) > self.max_graphs:
+                    self._graphs.popitem(last=False)
+            self._graphs.move_to_end(shape)
+            graph, sx, smasks, sy = entry
+            sx.copy_(x)
+            for buf, m in zip(smasks, masks):
+                buf.copy_(m, non_blocking=True)
+            graph.replay()
+            return sy.clone()
+
+    def clear(self) -> None:
+        """Free every captured graph and its buffers (after an out-of-memory error, for one)."""
+        with self._lock:
+            self._graphs.clear()
+            self._pool = None
