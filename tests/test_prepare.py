@@ -57,6 +57,7 @@ def test_openmoji_splits_groups_and_annotations(openmoji_dir):
     ann = dict(zip(train["names"], train["annotations"]))
     assert ann["1F408"] == "cat" and ann["1F45F"] == "running shoe"
     assert dict(zip(test["names"], test["groups"]))["1F431"] == "animals-nature"
+    assert dict(zip(train["names"], train["subgroups"]))["1F45F"] == "clothing"
     assert train["A"].shape == (3, 128, 128) and train["B"].shape == (3, 128, 128, 3)
     assert m["line_style"] == {**m["line_style"], "size": 128, "stroke_width": 3}
 
@@ -98,6 +99,14 @@ def test_openmoji_A_and_B_are_aligned(openmoji_dir):
         shifted = np.roll(near, (9, 9), axis=(0, 1))[outline].mean()  # misaligned on purpose
         assert hit > 0.9 and chance < 0.35 and shifted < hit - 0.3, (name, hit, chance, shifted)
         assert (b[0, :] == 255).all() and (b[:, -1] == 255).all()  # framed with a white margin
+
+
+def test_line_art_key_ignores_svg_text_but_not_drawing():
+    cat = (FIXTURES / "black" / "svg" / "1F408.svg").read_bytes()
+    same_drawing = cat.replace(b"<svg ", b"<!-- another file --><svg ", 1).replace(b'id="line"', b'id="lines"')
+    assert same_drawing != cat and prepare.line_art_key(same_drawing) == prepare.line_art_key(cat)
+    other = (FIXTURES / "black" / "svg" / "1F431.svg").read_bytes()
+    assert prepare.line_art_key(other) != prepare.line_art_key(cat)
 
 
 def test_openmoji_group_selection(tmp_path):

@@ -8,7 +8,7 @@
 A prepared dataset is a folder with ``manifest.json`` (source, licence, line style, counts,
 skipped files and why, the command line) and one ``<split>.npz`` per split (``train``, ``test``)
 holding ``A`` (N, S, S) uint8 edge maps (black lines on white), ``B`` (N, S, S, C) uint8 targets,
-``names``, ``groups`` and ``annotations`` (N,) str. ``load_prepared`` is the one reader.
+``names``, ``groups``, ``annotations`` and ``subgroups`` (N,) str. ``load_prepared`` is the one reader.
 
 Every edge map is made by ``p2p_demo.edges``, the pipeline the app runs on users' input, so what
 a model sees in training is what it sees when served. Line art and targets are framed with the
@@ -128,6 +128,7 @@ class Pair:
     annotation: str
     a: np.ndarray  # (S, S) uint8 edge map, black lines on white
     b: np.ndarray  # (S, S, C) uint8 target
+    subgroups: str = ""  # finer tags, comma-separated (OpenMoji's subgroups, e.g. "clothing")
 
 
 @dataclass
@@ -144,7 +145,7 @@ class Collector:
             pair.b = pair.b[..., None]
         expect_a, expect_b = (self.size, self.size), (self.size, self.size, self.channels)
         if pair.a.shape != expect_a or pair.b.shape != expect_b or pair.a.dtype != np.uint8 or pair.b.dtype != np.uint8:
-            raise AssertionError(f"{pair.name}: got A {pair.a.shape} {pair.a.dtype}, B {pair.b.shape} {pair.b.dtype}; "
+            raise ValueError(f"{pair.name}: got A {pair.a.shape} {pair.a.dtype}, B {pair.b.shape} {pair.b.dtype}; "
                                  f"expected uint8 {expect_a} and {expect_b}")
         self.pairs[pair.split].append(pair)
 
@@ -169,6 +170,7 @@ class Collector:
                 "names": np.array([p.name for p in pairs], dtype=str),
                 "groups": np.array([p.group for p in pairs], dtype=str),
                 "annotations": np.array([p.annotation for p in pairs], dtype=str),
+                "subgroups": np.array([p.subgroups for p in pairs], dtype=str),
             }
             tmp = out / f".{split}.tmp.npz"
             np.savez_compressed(tmp, **arrays)
@@ -215,7 +217,12 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_prepared(path: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
-    """One split of a prepared dataset: {"A": (N,S,S) u8, "B": (N,S,S,C) u8, "names", "groups", "annotations"}."""
+    """One split of a prepared dataset as arrays.
+
+    {"A": (N, S, S) uint8 edge maps, "B": (N, S, S, C) uint8 targets, "names", "groups",
+    "annotations", "subgroups": (N,) str}. Raises NotPrepared (a ValueError) with what to do when
+    the folder is not a complete prepared dataset, ValueError for a split it does not have.
+    """
     manifest = load_manifest(path)
     available = list(manifest.get("counts", {}))
     if split not in available:
@@ -232,8 +239,9 @@ def load_prepared(path: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
     if a is None or b is None or a.ndim != 3 or b.ndim != 4 or a.shape != b.shape[:3] or a.dtype != np.uint8:
         raise NotPrepared(f"{npz}: A/B arrays missing or not (N,S,S) / (N,S,S,C) uint8; prepare the dataset again")
     n = len(a)
-    data.setdefault("annotations", np.array([""] * n, dtype=str))
-    for k in ("names", "groups", "annotations"):
+    for k in ("annotations", "subgroups"):
+        data.setdefault(k, np.array([""] * n, dtype=str))
+    for k in ("names", "groups", "annotations", "subgroups"):
         if k not in data or len(data[k]) != n:
             raise NotPrepared(f"{npz}: {k!r} missing or not {n} long; prepare the dataset again")
     if n != manifest["counts"][split]:
@@ -372,25 +380,39 @@ def render_svg(data: bytes, side: int) -> np.ndarray:
     return load_image(png)
 
 
-def _openmoji_pair(job: tuple) -> tuple[str, np.ndarray | None, np.ndarray | None, str | None]:
-    """Worker: render one line-art/colour pair and frame both with the line art's box."""
+def line_art_key(black_svg: bytes) -> str:
+    """What a line drawing looks like, independent of --size: its ink at 128 px, hashed.
+
+    Different SVGs that draw the same lines (a hair colour, a moon and a black circle) get the
+    same key, so the kept set, and the test split, are the same at every output size.
+    """
+    ink = to_gray(render_svg(black_svg, 128)) < 128
+    return hashlib.sha1(np.packbits(ink).tobytes()).hexdigest()
+
+
+def _openmoji_pair(job: tuple) -> tuple[str, np.ndarray | None, np.ndarray | None, str | None, str | None]:
+    """Worker: render one line-art/colour pair and frame both with the line art's box.
+
+    Returns (stem, A, B, error, line-art key).
+    """
     stem, black_svg, color_svg, render_side, style_dict = job
     style = edges.LineStyle.from_dict(style_dict)
     try:
         line = render_svg(black_svg, render_side)
+        key = line_art_key(black_svg)
     except Exception as e:  # cairosvg raises many types on bad SVG; one bad file must not stop the run
-        return stem, None, None, f"black/svg/{stem}.svg does not render: {type(e).__name__}: {e}"
+        return stem, None, None, f"black/svg/{stem}.svg does not render: {type(e).__name__}: {e}", None
     try:
         colour = render_svg(color_svg, render_side)
     except Exception as e:
-        return stem, None, None, f"color/svg/{stem}.svg does not render: {type(e).__name__}: {e}"
+        return stem, None, None, f"color/svg/{stem}.svg does not render: {type(e).__name__}: {e}", None
     try:
         # Exactly what the app makes of this drawing if a user uploaded it as a sketch.
         emap = edges.normalize_sketch(line, style)
     except edges.NothingDrawn:
-        return stem, None, None, "line art has no ink"
+        return stem, None, None, "line art has no ink", None
     target = edges.apply_box(colour, emap.box, style.size)  # the SAME box: the pair stays aligned
-    return stem, emap.image, target, None
+    return stem, emap.image, target, None, key
 
 
 def select_openmoji(entries: list[dict], black: dict[str, bytes], color: dict[str, bytes], *,
@@ -452,19 +474,19 @@ def prepare_openmoji(args: argparse.Namespace, argv: Sequence[str]) -> dict[str,
     render_side = args.size * args.supersample
     jobs = [(e["hexcode"], black[e["hexcode"]], color[e["hexcode"]], render_side, style.to_dict()) for e in chosen]
     t0 = time.perf_counter()
-    seen: dict[bytes, str] = {}  # digest of A -> stem kept: different SVGs can still draw the same lines
-    for stem, a, b, err in _imap(_openmoji_pair, jobs, args.workers, "openmoji"):
+    seen: dict[str, str] = {}  # line-art key -> stem kept: different SVGs can still draw the same lines
+    for stem, a, b, err, key in _imap(_openmoji_pair, jobs, args.workers, "openmoji"):
         if err is not None:
             col.skip(stem, err)
             continue
-        key = hashlib.sha1(a.tobytes()).digest()
         if key in seen and not args.keep_duplicates:
             col.exclude(DUPLICATE, stem)
             col.duplicates[stem] = seen[key]
             continue
         seen.setdefault(key, stem)
         e = by_stem[stem]
-        col.add(Pair(stem, openmoji_split(stem), e.get("group", ""), e.get("annotation", ""), a, b))
+        col.add(Pair(stem, openmoji_split(stem), e.get("group", ""), e.get("annotation", ""), a, b,
+                     e.get("subgroups", "")))
     seconds = time.perf_counter() - t0
     meta = {
         "source": "openmoji",
@@ -486,7 +508,8 @@ def prepare_openmoji(args: argparse.Namespace, argv: Sequence[str]) -> dict[str,
             "skin-tone": "the five skin-tone swatches (component) are empty squares",
             "duplicates": "skin-tone variants share their base emoji's line art byte for byte (2,030 of "
                           "4,495 drawings), as do colour variants (hearts, circles, squares, hair colours...): "
-                          "only the first in OpenMoji's order is kept (same SVG, or same rendered A), so one "
+                          "only the first in OpenMoji's order is kept (same SVG, or same ink when rendered at 128 px, "
+                          "whatever --size), so one "
                           "input has one target and no drawing is in both splits; `duplicates` maps each "
                           "dropped name to the one kept",
         },
