@@ -12,8 +12,8 @@ already holds the ``1 / (1 - p)`` scale, so dropout off is simply masks of ones,
   per dropout layer (``x``, ``mask0``, ``mask1``, ...; output ``y``). Per-image normalisation
   exports as ``InstanceNormalization``.
 * :class:`OnnxRunner`: an ONNX Runtime session tuned for a small CPU (one intra-op thread per
-  physical core, sequential execution, all graph optimisations), the export cached on disk by a
-  hash of the weights.
+  physical core, sequential execution, all graph optimisations, no spin-waiting), the export
+  cached on disk (``~/.cache/p2p_demo/onnx``, ``P2P_ONNX_CACHE``) by a hash of the weights.
 * :class:`CudaGraphRunner`: fp16 generator, one CUDA graph captured per (batch, H, W) with static
   input and mask buffers, replayed for every request of that shape.
 
@@ -248,6 +248,9 @@ class OnnxRunner:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3  # warnings about unused initialisers etc. are noise here
+        # No spin-waiting after a run: on a small shared CPU the PNG encoding and the next request
+        # need those cores; measured as fast or faster under load (python -m bench knobs).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
         self.plan = plan
         self.names = input_names(plan)
@@ -318,7 +321,8 @@ class CudaGraphRunner:
     def __call__(self, x: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tensor:
         """x: (B, C, H, W) on the GPU; masks: CPU float tensors from the plan. Returns a new tensor."""
         shape = tuple(x.shape)
-        with self._lock:
+        # Static buffers are made and filled under inference mode only (one tensor kind, no autograd).
+        with self._lock, torch.inference_mode():
             entry = self._graphs.get(shape)
             if entry is None:
                 entry = self._capture(shape)
