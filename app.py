@@ -98,14 +98,17 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
     weights_dir = weights_dir or os.environ.get("P2P_WEIGHTS_DIR") or None
     default_model = default_model or os.environ.get("P2P_DEFAULT_MODEL") or None
     manager = ModelManager(weights_dir=weights_dir, default=default_model)
+    examples_files = example_paths()
     if warm:
         log.info("warmed %s in %.1f s", manager.default, manager.warm())
 
     @_gpu
     @_shown
     def render_sketch(value, model, n, seed, deterministic):
+        """Also returns the drawing, kept in a State for re-renders when an option changes."""
         value = _editor_value(canvas, value)
-        return _outputs(manager.render_sketch(value, model_id=model, n=n, seed=seed, deterministic=deterministic))
+        out = manager.render_sketch(value, model_id=model, n=n, seed=seed, deterministic=deterministic)
+        return (*_outputs(out), value)
 
     @_gpu
     @_shown
@@ -113,10 +116,15 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         return _outputs(manager.render_upload(photo, model_id=model, n=n, seed=seed,
                                               deterministic=deterministic, edges=edges))
 
-    def render_active(tab, value, photo, model, n, seed, deterministic, edges):
+    def render_example(example, model, n, seed, deterministic):
+        index, _ = example  # the Dataset's (index, sample); the file is ours, not the browser's copy
+        return render_sketch({"composite": str(examples_files[index])}, model, n, seed, deterministic)
+
+    def render_active(tab, drawing, photo, model, n, seed, deterministic, edges):
+        """Re-render whichever tab is showing (the drawing comes from the State, not the canvas)."""
         if tab == "photo":
-            return render_photo(photo, model, n, seed, deterministic, edges)
-        return render_sketch(value, model, n, seed, deterministic)
+            return (*render_photo(photo, model, n, seed, deterministic, edges), gr.skip())
+        return render_sketch(drawing, model, n, seed, deterministic)
 
     def render(image, model, n, seed, deterministic, edges):
         """Render an image file (a sketch, a photo or an edge map) with a registry model.
@@ -139,6 +147,9 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
                     "Or upload a photo in the *Photo* tab.")
         model_state = gr.State(manager.default)  # the model that is loaded and working
         active = gr.State("sketch")  # the tab whose input is rendered when an option changes
+        # The last drawing (Gradio's file payload). Re-renders read it rather than the canvas: every
+        # event with the canvas as an input makes the browser export and upload its layers again.
+        drawing = gr.State(None)
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
                 with gr.Tabs():
@@ -149,7 +160,7 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
                             brush=gr.Brush(default_size=3, colors=["#000000"], color_mode="fixed"),
                             eraser=gr.Eraser(default_size=12),
                         )
-                        examples = gr.Examples([[str(p)] for p in example_paths()], inputs=[canvas],
+                        examples = gr.Examples([[str(p)] for p in examples_files], inputs=[canvas],
                                                label="Start from an example", elem_id="examples")
                     with gr.Tab("Photo", id="photo") as photo_tab:
                         photo = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
@@ -165,7 +176,8 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
             with gr.Column(scale=2, min_width=180):
                 edge_view = gr.Image(label="What the model sees", format="png", interactive=False, height=220,
                                      buttons=["download"], elem_id="edges")
-        gallery = gr.Gallery(label="Samples (dropout on)", format="png", columns=MAX_SAMPLES, fit_columns=False,
+        # JPEG previews: a quarter of PNG's encoding time per sample; the main output stays PNG.
+        gallery = gr.Gallery(label="Samples (dropout on)", format="jpeg", columns=MAX_SAMPLES, fit_columns=False,
                              height=190, object_fit="contain", interactive=False, elem_id="gallery")
         with gr.Row(equal_height=True):
             model = gr.Dropdown(manager.choices(), value=manager.default, label="Model", scale=3, elem_id="model")
@@ -186,27 +198,28 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         # needs (the canvas composite, the upload) with load_image, which explains bad files.
         live = dict(trigger_mode="always_last", concurrency_limit=1, concurrency_id="render",
                     api_visibility="private", preprocess=False)
-        everything = [active, canvas, photo, model_state, n, seed, deterministic, photo_edges]
+        everything = [active, drawing, photo, model_state, n, seed, deterministic, photo_edges]
 
-        canvas.change(render_sketch, [canvas, model_state, n, seed, deterministic], outs,
+        canvas.change(render_sketch, [canvas, model_state, n, seed, deterministic], outs + [drawing],
                       show_progress="hidden", **live)
-        examples.load_input_event.then(render_sketch, [canvas, model_state, n, seed, deterministic], outs,
-                                       show_progress="hidden", **live)
+        # Loading an example does not fire the canvas' change: render it from our own file.
+        examples.load_input_event.then(render_example, [examples.dataset, model_state, n, seed, deterministic],
+                                       outs + [drawing], show_progress="hidden", **{**live, "preprocess": True})
         gr.on([photo.change, photo_edges.change], render_photo,
               [photo, model_state, n, seed, deterministic, photo_edges], outs,
               show_progress="minimal", **live)
         sketch_tab.select(lambda: "sketch", None, active, api_visibility="private", queue=False).then(
-            render_active, everything, outs, show_progress="hidden", **live)
+            render_active, everything, outs + [drawing], show_progress="hidden", **live)
         photo_tab.select(lambda: "photo", None, active, api_visibility="private", queue=False).then(
-            render_active, everything, outs, show_progress="hidden", **live)
+            render_active, everything, outs + [drawing], show_progress="hidden", **live)
         # .change also fires when 🎲 sets the seed; always_last folds a slider drag into one render.
-        gr.on([n.change, seed.change, deterministic.change], render_active, everything, outs,
+        gr.on([n.change, seed.change, deterministic.change], render_active, everything, outs + [drawing],
               show_progress="hidden", **live)
         roll.click(new_seed, None, seed, api_visibility="private", queue=False)
         model.input(switch_model, [model, model_state], [model, model_state, model_info],
                     show_progress="full", show_progress_on=[model_info], concurrency_limit=1,
                     concurrency_id="switch", api_visibility="private").then(
-            render_active, everything, outs, show_progress="hidden", **live)
+            render_active, everything, outs + [drawing], show_progress="hidden", **live)
 
         # The public API: an image file + options. Gradio does not decode the upload
         # (preprocess=False); load_image does, so every bad file gets the same clear message.

@@ -13,8 +13,8 @@ Debian's Chromium (/usr/bin/chromium) through Playwright, and prints p50/p95 tab
   the app's status line and returned by /render); edges: the edge-map step before it; rest: all
   else (browser upload of the canvas, queue, decode, PNG encode, download, paint).
 
-When no bundled model is installed, a randomly initialised generator with the reference
-architecture (unet_256, ngf 64: the same compute as a trained one) stands in, and the table
+When no bundled model is installed, a randomly initialised unet_256 (``--stand-in-ngf``, 64 =
+the reference: the same compute as a trained model of that width) stands in, and the output
 says so.
 """
 
@@ -43,6 +43,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 PAGE_PROBE = """
 () => {
   window.__bench = {up: null, loads: []};
+  performance.setResourceTimingBufferSize(100000);
   window.addEventListener('pointerup', () => { window.__bench.up = performance.now(); }, true);
   const watch = () => {
     const box = document.querySelector('#output');
@@ -60,6 +61,22 @@ PAGE_PROBE = """
 """
 
 
+# Where a stroke's time goes, from the page's resource timings (same clock as pointerup):
+# editor = pointerup -> the editor's first upload, uploads -> the event is sent (queue/join),
+# server = until the output image is requested (includes the result message), image = until it loaded.
+PHASES = """
+(load) => {
+  const rs = performance.getEntriesByType('resource').filter(r => r.startTime >= load.up);
+  const first = rs.find(r => /\\/upload|component_server/.test(r.name));
+  const join = rs.find(r => /queue\\/join/.test(r.name));
+  const img = rs.find(r => r.name === load.src);
+  if (!first || !join || !img) return {};
+  return {editor: first.startTime - load.up, uploads: join.startTime - first.startTime,
+          server: img.startTime - join.startTime, image: load.t - img.startTime};
+}
+"""
+
+
 def percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     if not xs:
@@ -69,7 +86,7 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def pick_model(weights_dir: Path | None, model: str | None) -> tuple[Path | None, str | None, str]:
+def pick_model(weights_dir: Path | None, model: str | None, stand_in_ngf: int = 64) -> tuple[Path | None, str | None, str]:
     """The weights folder and model to serve, and a note on what it is."""
     from p2p_demo import hub
 
@@ -87,12 +104,12 @@ def pick_model(weights_dir: Path | None, model: str | None) -> tuple[Path | None
 
     tmp = Path(tempfile.mkdtemp(prefix="p2p-bench-"))
     torch.manual_seed(0)
-    g = build_generator(GeneratorConfig())
+    g = build_generator(GeneratorConfig(ngf=stand_in_ngf))
     init_weights(g)
-    hub.save_pretrained(g, tmp / "reference-random", line_style=LineStyle(), name="Reference U-Net (random weights)",
-                        description="unet_256, ngf 64, random weights: the reference's compute", license="MIT")
-    (tmp / "registry.json").write_text(json.dumps({"models": [{"id": "reference-random", "source": "bundled"}]}))
-    return tmp, "reference-random", "reference-random (no bundled model installed: unet_256 ngf 64, random weights)"
+    hub.save_pretrained(g, tmp / "stand-in", line_style=LineStyle(), name=f"U-Net ngf {stand_in_ngf} (random weights)",
+                        description="unet_256 with random weights: a trained model's compute", license="MIT")
+    (tmp / "registry.json").write_text(json.dumps({"models": [{"id": "stand-in", "source": "bundled"}]}))
+    return tmp, "stand-in", f"stand-in (no bundled model installed): unet_256 ngf {stand_in_ngf}, random weights"
 
 
 def free_port() -> int:
@@ -136,12 +153,13 @@ def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None) 
                 page.screenshot(path="/tmp/bench-stuck.png")
                 raise
             load = page.evaluate("() => window.__bench.loads[window.__bench.loads.length - 1]")
+            phases = page.evaluate(PHASES, load)
             text = page.locator("#status").inner_text()
             m = re.search(r"model (\d+) ms, edges (\d+) ms", text)
             if i == 0 or m is None:
                 continue
             rows.append({"total": (load["t"] - load["up"]) / 1000, "model": int(m.group(1)) / 1000,
-                         "edges": int(m.group(2)) / 1000})
+                         "edges": int(m.group(2)) / 1000, **{k: v / 1000 for k, v in phases.items()}})
             page.wait_for_timeout(150)  # let the editor settle between strokes
         if screenshot:
             page.wait_for_function("() => [...document.querySelectorAll('#output img, #gallery img')]"
@@ -196,12 +214,14 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="registry id (default: the first bundled model)")
     ap.add_argument("--weights-dir", type=Path, default=None)
     ap.add_argument("--screenshot", default=None, help="save a screenshot of the app after the strokes")
+    ap.add_argument("--stand-in-ngf", type=int, default=64,
+                    help="width of the random stand-in generator used when no bundled model is installed")
     args = ap.parse_args()
 
     import app
 
     samples = args.samples or app.DEFAULT_SAMPLES
-    weights_dir, model, note = pick_model(args.weights_dir, args.model)
+    weights_dir, model, note = pick_model(args.weights_dir, args.model, args.stand_in_ngf)
     t0 = time.perf_counter()
     demo = app.build_app(weights_dir, default_model=model)
     startup = time.perf_counter() - t0
@@ -226,6 +246,11 @@ def main() -> None:
     print(f"{'':<26}{'n':>4} {'p50 ms':>7} {'p95 ms':>7} {'model':>7} {'edges':>7} {'rest':>7} {'model %':>9}")
     print(table("stroke -> image (browser)", browser_rows))
     print(table("/render (gradio_client)", api_rows))
+    phased = [r for r in browser_rows if "editor" in r]
+    if phased:
+        med = lambda k: statistics.median(r[k] for r in phased) * 1000  # noqa: E731
+        print(f"stroke -> image, medians: editor export {med('editor'):.0f} ms, uploads {med('uploads'):.0f} ms, "
+              f"server + result {med('server'):.0f} ms, image fetch + paint {med('image'):.0f} ms")
     print("model, edges, rest and model % are medians; rest = total - model - edges")
     if PROFILING_ENABLED:
         print()

@@ -136,7 +136,7 @@ def test_render_a_drawing(client):
     out = render(client, CAT, n=3, seed=7)
     assert out["image"].shape == (SIZE, SIZE, 3) and out["image"].dtype == np.uint8
     assert len(out["samples"]) == 3 and all(s.shape == (SIZE, SIZE, 3) for s in out["samples"])
-    assert np.array_equal(out["image"], out["samples"][0])  # the main output is sample 0
+    assert diff(out["image"], out["samples"][0]) < 3.0  # the main output (PNG) is sample 0 (JPEG preview)
     # the edge map is the drawing in the canonical style: black lines on white, some ink
     assert out["edges"].shape[:2] == (SIZE, SIZE)
     ink = (out["edges"] if out["edges"].ndim == 2 else out["edges"][..., 0]) < 128
