@@ -204,3 +204,42 @@ def test_export_onnx_cli_writes_a_loadable_file(tmp_path, capsys):
     (y,) = sess.run(None, {"x": np.zeros((2, 3, 128, 64), np.float32),
                            "mask0": np.ones((2, 64, 8, 4), np.float32)})
     assert y.shape == (2, 3, 128, 64) and np.abs(y).max() <= 1.0
+
+
+def test_cuda_out_of_memory_retries_smaller_batches_then_the_cpu(monkeypatch, edge_map):
+    """The OOM path, simulated on the CPU: halve the batch down to 1, then render on the CPU."""
+    r = Renderer(tiny_generator(), INFO, device="cpu", backend="torch")
+    want = r.generate(edge_map, n=4, seed=2)
+    real = Renderer(tiny_generator(), INFO, device="cpu", backend="torch")._forward  # the "GPU" that works
+    calls: list[int] = []
+    limit = {"batch": 1}
+
+    def fake(x, ks, *, seed, sampled):
+        calls.append(len(ks))
+        if len(ks) > limit["batch"]:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(x, ks, seed=seed, sampled=sampled)
+
+    monkeypatch.setattr(r, "_forward", fake)
+    monkeypatch.setattr(r, "device", torch.device("cuda"))  # only read, never used to allocate here
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)  # a CPU build has no CUDA to free
+    got = r.generate(edge_map, n=4, seed=2)
+    assert calls == [4, 2, 1, 1, 1, 1]
+    assert any("retrying 2 at a time" in n for n in r.notes)
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(want, got))
+
+    limit["batch"] = 0  # not even one sample fits: the rest goes to a CPU copy of the model
+    got = r.generate(edge_map, n=4, seed=2)
+    assert any("on the CPU" in n for n in r.notes)
+    assert len(got) == 4
+    assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(want, got))
+
+
+def test_importing_touches_no_cuda():
+    import subprocess
+    import sys
+
+    code = ("import torch, p2p_demo.fast, p2p_demo.render, p2p_demo.nets; "
+            "assert not torch.cuda.is_initialized(); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr
