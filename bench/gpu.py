@@ -99,7 +99,6 @@ def run(size: int = 256, reps: int = 100, bandwidth: float | None = None, tflops
 
     import torch
 
-    from p2p_demo import fast
     from p2p_demo.render import Renderer, sample_seed
 
     name = torch.cuda.get_device_name()
@@ -142,10 +141,10 @@ def run(size: int = 256, reps: int = 100, bandwidth: float | None = None, tflops
                 med = sorted(t)[len(t) // 2]
                 rows.append((label, batch, variant, ms(med), ms(percentile(t, 0.95)), ms(med) / batch,
                              f"{floor * 1e6:.0f}", f"{med / floor:.0f}x", f"{flops / 1e9:.1f}", f"{nbytes / 1e6:.0f}"))
-        fast_r._fast.clear()
-        if fast_r.backend != "cuda-graph":
+        if fast_r.backend == "cuda-graph":
+            fast_r._fast.clear()
+        else:
             notes.append(f"{label}: CUDA-graph capture failed; its 'CUDA graph' rows are eager fp16")
-        del g32, fast_r, eager_r
         torch.cuda.empty_cache()
     notes += ["times include drawing the dropout masks on the CPU and copying them in (the sampling contract)",
               "floor = max(bytes / bandwidth, FLOPs / peak); bytes = fp16 weights + each layer's output written "

@@ -130,7 +130,8 @@ class Renderer:
         m = self.generator.config.multiple
         side = -(-side // m) * m
         x = torch.full((1, self.in_channels, side, side), 1.0)
-        self._forward(x, [0], seed=0, sampled=self.generator.has_dropout)
+        with torch.inference_mode():
+            self._forward(x, [0], seed=0, sampled=self.generator.has_dropout)
 
     @classmethod
     def load(cls, spec: str, *, device: str | torch.device | None = None, backend: str = "auto",
@@ -228,7 +229,7 @@ class Renderer:
         torch.cuda.empty_cache()
         smaller = min(batch_size, tried) // 2
         note = (f"GPU out of memory at {tried} sample(s) in one batch: retrying {smaller} at a time"
-                if smaller else f"GPU out of memory at 1 sample: falling back to the CPU")
+                if smaller else "GPU out of memory at 1 sample: falling back to the CPU")
         self.notes.append(note)
         log.warning(note)
         return smaller
