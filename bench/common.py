@@ -8,7 +8,7 @@ import shlex
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -81,7 +81,12 @@ def percentile(xs: Sequence[float], q: float) -> float:
 
 @dataclass
 class Timing:
-    samples: list[float]  # seconds
+    samples: list[float]  # seconds, on the clock asked for
+    cpu: list[float] = field(default_factory=list)  # CPU seconds of this process (all threads), same calls
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu) if self.cpu else float("nan")
 
     @property
     def median(self) -> float:
@@ -105,15 +110,17 @@ def interleaved(fns: dict[str, Callable[[], object]], *, budget_s: float, min_re
         for _ in range(warmup):
             fns[name]()
     out: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     t_end = time.perf_counter() + budget_s
     r = 0
     while r < max_reps and (r < min_reps or time.perf_counter() < t_end):
         for name in names[r % len(names):] + names[: r % len(names)]:
-            t0 = clock()
+            c0, t0 = time.process_time(), clock()
             fns[name]()
             out[name].append(clock() - t0)
+            cpu[name].append(time.process_time() - c0)
         r += 1
-    return {n: Timing(v) for n, v in out.items()}
+    return {n: Timing(v, cpu[n]) for n, v in out.items()}
 
 
 # --------------------------------------------------------------------------------------------

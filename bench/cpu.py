@@ -5,8 +5,11 @@
 Batch 1, one thread per physical core, fp32, one dropout-on sample (what the app renders). The
 reference unet_256 is timed in the same process, round-robin with the candidates, so the
 "x faster" column is a ratio of times taken under the same load; on a shared machine it is the
-number to trust, and ``166 ms / ratio`` estimates the time on a quiet machine (the reference's
-measured 166 ms on a quiet 2-core CPU). Memory is the peak resident memory a forward pass adds
+number to trust. Heavy load (a training run on the same 2 cores) still distorts it: OpenMP
+threads that wait for a descheduled sibling slow the big reference far more than ONNX Runtime. So
+two load-robust figures come with it: the CPU time of the same 2-thread calls (``cpu 2t``; a quiet
+machine cannot take longer than that in wall time, as long as nothing waits for I/O), and a
+1-thread CPU-time comparison with the reference (``x cpu``), close to the ratio of work done. Memory is the peak resident memory a forward pass adds
 above the loaded model, measured in a fresh subprocess per backend (sizes in increasing order).
 """
 
@@ -159,29 +162,28 @@ def run(sizes: list[int], budget: float = 8.0) -> str:
                 side = _padded(s, m.generator.config.multiple)
                 mb, mb0 = mem.get(b, {}).get(s, float("nan")), mem.get(b, {}).get(base, float("nan"))
                 rows.append((m.name, b, f"{s}" + (f"->{side}" if side != s else ""), ms(t.median), ms(t.p95),
-                             ms(tr.median), f"{speedup:.2f}x", ms(c.median),
+                             ms(t.cpu_median), ms(tr.median), f"{speedup:.2f}x", ms(c.median),
                              f"{cpu_speedup:.2f}x" if cpu_speedup else "", f"{c.median / cpu[base][b].median:.2f}",
                              mb, f"{mb / mb0:.2f}" if mb0 == mb0 and mb0 > 0 else "-"))
                 if s == base and b == "onnx":
-                    summary.append((m.name, speedup, cpu_speedup, ms(t.median)))
+                    summary.append((m.name, speedup, cpu_speedup, ms(t.median), ms(t.cpu_median)))
             if 512 in sizes and 256 in sizes:
                 growth = cpu[512][b].median / cpu[256][b].median
                 mgrowth = mem.get(b, {}).get(512, float("nan")) / max(mem.get(b, {}).get(256, float("nan")), 1e-9)
                 ok = growth <= GOAL_GROWTH and mgrowth <= GOAL_GROWTH
                 notes.append(f"{m.name} {b}: 512² / 256²: CPU time {growth:.2f}x, wall {wall[512][b].median / wall[256][b].median:.2f}x, "
                              f"peak memory {mgrowth:.2f}x (goal <= {GOAL_GROWTH}x: {'met' if ok else 'NOT met'})")
-    for name, speedup, cpu_speedup, measured in summary:
-        est = REFERENCE_QUIET_MS / cpu_speedup
-        ok = cpu_speedup >= GOAL_SPEEDUP and est <= GOAL_MS
+    for name, speedup, cpu_speedup, measured, bound in summary:
+        ok = cpu_speedup >= GOAL_SPEEDUP and bound <= GOAL_MS
         notes.append(f"goal (256², onnx): >= {GOAL_SPEEDUP}x the reference and <= {GOAL_MS:.0f} ms quiet: {name} "
-                     f"{cpu_speedup:.2f}x on CPU time (wall, under this load: {speedup:.2f}x, {measured:.1f} ms), "
-                     f"est. {est:.1f} ms quiet: {'met' if ok else 'NOT met'}")
-    notes += [f"wall: {threads} threads, round-robin with the reference; x wall = median per-round reference/candidate",
-              "cpu 1t: CPU time (time.process_time) with 1 thread; x cpu = reference / candidate on that clock; "
-              f"est. quiet ms = {REFERENCE_QUIET_MS:.0f} ms (the reference, quiet, 2 threads) / x cpu",
-              "t/t256: CPU-time growth with pixel count; peak MB: resident memory one forward pass adds above the "
-              "loaded model (fresh process per backend, VmHWM); sizes below the model's multiple are padded up"]
-    header = ("model", "backend", "size", "wall p50", "wall p95", "ref wall p50", "x wall", "cpu 1t ms",
+                     f"{cpu_speedup:.2f}x on 1-thread CPU time ({speedup:.2f}x wall under this load), "
+                     f"<= {bound:.1f} ms quiet (cpu 2t; {measured:.1f} ms wall under this load): {'met' if ok else 'NOT met'}")
+    notes += [f"wall: {threads} threads, round-robin with the reference; x wall = median per-round reference/candidate; "
+              "cpu 2t: CPU time of those same calls (all threads), an upper bound of the quiet wall time",
+              "cpu 1t: CPU time with 1 thread; x cpu = reference / candidate on that clock (work ratio)",
+              "t/t256: 1-thread CPU-time growth with pixel count; peak MB: resident memory one forward pass adds "
+              "above the loaded model (fresh process per backend, VmHWM); sizes below the model's multiple are padded up"]
+    header = ("model", "backend", "size", "wall p50", "wall p95", "cpu 2t", "ref wall p50", "x wall", "cpu 1t",
               "x cpu", "t/t256", "peak MB", "mem/mem256")
     return table("CPU: generator, batch 1, fp32, one dropout-on sample (times in ms)", header, rows, notes, threads)
 
