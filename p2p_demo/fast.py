@@ -71,10 +71,13 @@ class DropoutPlan:
         hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((m, tuple(args[0].shape))))
                  for m in generator.modules() if isinstance(m, SeededDropout)]
         p = next(generator.parameters())
+        was_training = generator.training
+        generator.eval()  # a probe must not move BatchNorm running statistics
         try:
             with torch.no_grad():
                 generator(torch.zeros(1, generator.config.in_channels, size, size, device=p.device, dtype=p.dtype))
         finally:
+            generator.train(was_training)
             for h in hooks:
                 h.remove()
         return cls(
