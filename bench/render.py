@@ -1,11 +1,12 @@
-"""The /render path on the CPU: file -> edge map -> generator -> PNG, with each stage's share.
+"""The /render path on the CPU: file -> edge map -> generator -> PNG/JPEG, with each stage's share.
 
     python -m bench render [--budget 60] [--backend auto|torch|onnx]
 
 What the app's /render endpoint does for one request, minus HTTP: decode the uploaded file and
 make the edge map (``sketch``: normalise a drawing; ``canny``: a photo's edges), run the default
-model for 1 or 4 dropout-on samples, and encode the PNGs the endpoint returns (the output, every
-sample for the gallery, and the edge map: n + 2 images, PIL's default PNG settings as Gradio).
+model for 1 or 4 dropout-on samples, and encode the images the endpoint returns as app.py does:
+the output and the edge map as PNG, every sample as a JPEG gallery preview (PIL defaults, as
+Gradio).
 
 Drawings are held-out OpenMoji line art (``data/openmoji-256/test.npz``) when prepared, else the
 bundled examples; the photo is scikit-image's astronaut (512 x 512). Besides wall time, each
@@ -59,11 +60,11 @@ def photo(folder: Path) -> Path:
     return p
 
 
-def png(image: np.ndarray) -> bytes:
+def encode(image: np.ndarray, fmt: str = "png") -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "png")
+    Image.fromarray(image).save(buf, fmt)
     return buf.getvalue()
 
 
@@ -74,8 +75,10 @@ def request(r, source: Path, edges: str, n: int) -> dict[str, float]:
     t1 = time.perf_counter()
     images = r.generate(edge_map, n=n, seed=int(t0 * 1000) % 1000)
     t2 = time.perf_counter()
-    for img in [images[0], *images, edge_map]:
-        png(img)
+    encode(images[0])
+    encode(edge_map)
+    for img in images:
+        encode(img, "jpeg")
     t3 = time.perf_counter()
     return {"edges": t1 - t0, "model": t2 - t1, "encode": t3 - t2, "total": t3 - t0, "cpu": time.process_time() - c0}
 
@@ -123,7 +126,7 @@ def run(budget: float = 60.0, backend: str = "auto") -> str:
               "cpu: CPU time of the request (all threads); without spin-waiting it bounds the quiet wall time, "
               "and the goals are checked against its p50",
               "stages: edges = decode + edge map; model = generator (n samples, one batch); "
-              "encode = n + 2 PNGs (output, gallery, edge map)"]
+              "encode = output + edge map as PNG, n JPEG gallery previews"]
     header = ("input", "samples", "wall p50", "wall p95", "cpu p50", "cpu p95", "edges", "model", "encode",
               "goal (ms, quiet)", "n")
     return table("/render path on the CPU: file -> edges -> generator -> PNG", header, rows, notes, threads)
