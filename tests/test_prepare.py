@@ -239,6 +239,7 @@ def test_fashion_mnist_idx_footwear_and_limit(tmp_path):
                  "--limit", "3"]) == 0
     m = load_manifest(out)
     assert m["licence"] == "MIT" and m["channels"] == 1
+    assert not (out / ".partial").exists()  # resumable work is removed once written
     train, test = load_prepared(out, "train"), load_prepared(out, "test")
     assert list(train["names"]) == ["train-00000", "train-00001", "train-00003"]  # footwear only, limit 3
     assert list(train["groups"]) == ["sandal", "sneaker", "ankle-boot"]
@@ -259,3 +260,32 @@ def test_manifest_records_command(openmoji_dir):
     m = json.loads((openmoji_dir / "manifest.json").read_text())
     assert m["command"].startswith("python -m train prepare openmoji")
     assert m["source"] == "openmoji" and m["created"]
+
+
+# -- resumable long runs ----------------------------------------------------------------------
+
+CALLS: list[str] = []
+
+
+def _toy_pair(job):
+    CALLS.append(job[0])
+    if job[0] == "bad":
+        return job[0], None, None, "unreadable"
+    v = int(job[0][1:])
+    return job[0], np.full((4, 4), v, np.uint8), np.full((4, 4, 1), v + 1, np.uint8), None
+
+
+def test_resumable_map_reuses_saved_chunks(tmp_path):
+    jobs = [("x0",), ("x1",), ("bad",), ("x3",), ("x4",)]
+    cache = tmp_path / "partial"
+    it = prepare._imap_resumable(_toy_pair, jobs, 1, "toy", cache, chunk=2)
+    first = [next(it) for _ in range(3)]  # the run is stopped after 3 results
+    it.close()
+    assert [r[0] for r in first] == ["x0", "x1", "bad"] and sorted(p.name for p in cache.iterdir()) == ["00000.npz", "00001.npz"]
+    CALLS.clear()
+    again = list(prepare._imap_resumable(_toy_pair, jobs, 1, "toy", cache, chunk=2))
+    assert CALLS == ["x4"]  # only the chunk that was never saved is computed
+    got = {name: (a, b, err) for name, a, b, err in again}
+    assert set(got) == {"x0", "x1", "bad", "x3", "x4"}
+    assert got["bad"] == (None, None, "unreadable")
+    assert got["x3"][0].tolist() == np.full((4, 4), 3).tolist() and got["x3"][1].shape == (4, 4, 1)

@@ -192,6 +192,7 @@ class Collector:
         tmp = out / ".manifest.tmp.json"
         tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(tmp, out / "manifest.json")
+        shutil.rmtree(out / ".partial", ignore_errors=True)  # resumable work of this run, now written
         return manifest
 
 
@@ -267,6 +268,55 @@ def _imap(fn: Callable, jobs: Sequence, workers: int, desc: str) -> Iterator:
         return
     with mp.get_context().Pool(workers, initializer=_worker_init) as pool:
         yield from _progress(pool.imap(fn, jobs, chunksize=8), len(jobs), desc)
+
+
+def pipeline_fingerprint(**options: Any) -> str:
+    """A digest of the edge pipeline's code and weights and the options: cached work is reused
+    only when all of them are unchanged."""
+    h = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode())
+    for f in (Path(edges.__file__), Path(edges.__file__).with_name("hed.py"), getattr(edges, "HED_WEIGHTS", None)):
+        if f is not None and Path(f).is_file():
+            h.update(Path(f).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _imap_resumable(fn: Callable, jobs: Sequence, workers: int, desc: str, cache: Path,
+                    chunk: int = 500) -> Iterator[tuple[str, np.ndarray | None, np.ndarray | None, str | None]]:
+    """``_imap`` for (name, A, B, error) workers, saving every ``chunk`` results under ``cache``.
+
+    A run that is stopped (Ctrl-C, a session that ends, a crash) loses at most one chunk: run the
+    same command again and the saved chunks are read back instead of computed. Results come in
+    chunk order, cached chunks first.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    chunks = [list(jobs[i : i + chunk]) for i in range(0, len(jobs), chunk)]
+    todo = []
+    for k, ch in enumerate(chunks):
+        f = cache / f"{k:05d}.npz"
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                if list(z["names"]) == [j[0] for j in ch]:
+                    for name, a, b, err in zip(z["names"], z["A"], z["B"], z["errors"]):
+                        yield str(name), (None if err else a), (None if err else b), (str(err) or None)
+                    continue
+        except (OSError, ValueError, KeyError, EOFError):
+            pass  # missing or damaged chunk: compute it
+        todo.append(k)
+    if todo:
+        log.info("%s: %d of %d chunks cached in %s", desc, len(chunks) - len(todo), len(chunks), cache)
+    results = _imap(fn, [j for k in todo for j in chunks[k]], workers, desc)
+    for k in todo:
+        got = [next(results) for _ in chunks[k]]
+        good = next((g for g in got if g[3] is None), None)
+        blank_a = np.zeros_like(good[1]) if good else np.zeros((1, 1), np.uint8)  # stands in for failures
+        blank_b = np.zeros_like(good[2]) if good else np.zeros((1, 1), np.uint8)
+        tmp = cache / f".{k:05d}.tmp.npz"
+        np.savez(tmp, names=np.array([g[0] for g in got], dtype=str),
+                 errors=np.array([g[3] or "" for g in got], dtype=str),
+                 A=np.stack([blank_a if g[3] else g[1] for g in got]),
+                 B=np.stack([blank_b if g[3] else g[2] for g in got]))
+        os.replace(tmp, cache / f"{k:05d}.npz")
+        yield from got
 
 
 def _worker_init() -> None:
@@ -589,7 +639,10 @@ def prepare_fashion_mnist(args: argparse.Namespace, argv: Sequence[str]) -> dict
                  args.edges, style.to_dict(), True) for i in index]
         group = {f"{split}-{int(i):05d}": classes[int(labels[i])] for i in index}
         t0 = time.perf_counter()
-        for name, a, b, err in _imap(_photo_pair, jobs, args.workers, f"fashion-mnist {split}"):
+        fingerprint = pipeline_fingerprint(source="fashion-mnist", style=style.to_dict(), edges=args.edges,
+                                           invert=args.invert, limit=args.limit)
+        cache = Path(args.out) / ".partial" / f"{split}-{fingerprint}"
+        for name, a, b, err in _imap_resumable(_photo_pair, jobs, args.workers, f"fashion-mnist {split}", cache):
             if err is not None:
                 col.skip(name, err)
                 continue
@@ -636,7 +689,9 @@ def prepare_folder(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, A
         edges.load_hed()  # missing HED weights stop the run here, not once per photo
     jobs = [(p.relative_to(root).as_posix(), str(p), args.edges, style.to_dict(), False) for p in files]
     t0 = time.perf_counter()
-    for name, a, b, err in _imap(_photo_pair, jobs, args.workers, "photos"):
+    cache = Path(args.out) / ".partial" / pipeline_fingerprint(source="folder", input=str(root.resolve()),
+                                                               style=style.to_dict(), edges=args.edges)
+    for name, a, b, err in _imap_resumable(_photo_pair, jobs, args.workers, "photos", cache):
         if err is not None:
             col.skip(name, err)
             continue
