@@ -1,6 +1,6 @@
 """Latency of the live app: stroke -> image in a real browser, and /render through gradio_client.
 
-    python bench/app_latency.py [--strokes 20] [--calls 30] [--samples 3] [--model ID]
+    python -m bench.app_latency [--strokes 20] [--calls 30] [--samples 3] [--model ID]
                                 [--weights-dir weights] [--screenshot docs/screenshots/app.png]
 
 Runs the real app in-process on 127.0.0.1 with the registry's default model (or --model), drives
@@ -13,9 +13,9 @@ Debian's Chromium (/usr/bin/chromium) through Playwright, and prints p50/p95 tab
   the app's status line and returned by /render); edges: the edge-map step before it; rest: all
   else (browser upload of the canvas, queue, decode, PNG encode, download, paint).
 
-When no bundled model is installed, a randomly initialised unet_256 (``--stand-in-ngf``, 64 =
-the reference: the same compute as a trained model of that width) stands in, and the output
-says so.
+When no bundled model is installed, a randomly initialised generator with the default model's
+architecture (``bench.common.DEFAULT_ARCH``; ``--stand-in-ngf 64`` for the reference's width)
+stands in: the same compute as the trained model. The output says so.
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def percentile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def pick_model(weights_dir: Path | None, model: str | None, stand_in_ngf: int = 64) -> tuple[Path | None, str | None, str]:
+def pick_model(weights_dir: Path | None, model: str | None, stand_in_ngf: int | None = None
+               ) -> tuple[Path | None, str | None, str]:
     """The weights folder and model to serve, and a note on what it is."""
     from p2p_demo import hub
 
@@ -99,17 +100,20 @@ def pick_model(weights_dir: Path | None, model: str | None, stand_in_ngf: int = 
     # Nothing trained yet: same architecture and compute, random weights.
     import torch
 
+    from bench.common import DEFAULT_ARCH
     from p2p_demo.edges import LineStyle
     from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
 
+    arch = {**DEFAULT_ARCH, **({"ngf": stand_in_ngf} if stand_in_ngf else {})}
     tmp = Path(tempfile.mkdtemp(prefix="p2p-bench-"))
     torch.manual_seed(0)
-    g = build_generator(GeneratorConfig(ngf=stand_in_ngf))
+    g = build_generator(GeneratorConfig(**arch))
     init_weights(g)
-    hub.save_pretrained(g, tmp / "stand-in", line_style=LineStyle(), name=f"U-Net ngf {stand_in_ngf} (random weights)",
-                        description="unet_256 with random weights: a trained model's compute", license="MIT")
+    what = ", ".join(f"{k} {v}" for k, v in arch.items())
+    hub.save_pretrained(g, tmp / "stand-in", line_style=LineStyle(), name="Stand-in (random weights)",
+                        description=f"the default model's architecture ({what}), random weights", license="MIT")
     (tmp / "registry.json").write_text(json.dumps({"models": [{"id": "stand-in", "source": "bundled"}]}))
-    return tmp, "stand-in", f"stand-in (no bundled model installed): unet_256 ngf {stand_in_ngf}, random weights"
+    return tmp, "stand-in", f"stand-in (no bundled model installed): {what}, random weights"
 
 
 def free_port() -> int:
@@ -201,7 +205,8 @@ def server_table(title: str, traces: tuple[list[dict], dict], fn: str, events: i
     mine = [t for t in traces[0] if t["fn_name"] == fn]
     uploads = traces[1]
     med = lambda key, ts: statistics.median(t[key] for t in ts) if ts else float("nan")  # noqa: E731
-    return (f"{title:<26}{uploads.get('count', 0) / max(events, 1):8.1f} {uploads.get('p50', float('nan')):7.0f} "
+    return (f"{title:<26}{len(mine) / max(events, 1):7.1f} {uploads.get('count', 0) / max(events, 1):8.1f} "
+            f"{uploads.get('p50', float('nan')):7.0f} "
             f"{med('queue_wait_ms', mine):7.0f} {med('preprocess_ms', mine):7.0f} {med('fn_call_ms', mine):7.0f} "
             f"{med('postprocess_ms', mine):8.0f} {med('total_ms', mine):7.0f}")
 
@@ -214,8 +219,9 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="registry id (default: the first bundled model)")
     ap.add_argument("--weights-dir", type=Path, default=None)
     ap.add_argument("--screenshot", default=None, help="save a screenshot of the app after the strokes")
-    ap.add_argument("--stand-in-ngf", type=int, default=64,
-                    help="width of the random stand-in generator used when no bundled model is installed")
+    ap.add_argument("--stand-in-ngf", type=int, default=None,
+                    help="width of the random stand-in used when no bundled model is installed "
+                         "(default: the default model's, bench.common.DEFAULT_ARCH)")
     args = ap.parse_args()
 
     import app
@@ -241,8 +247,10 @@ def main() -> None:
 
     import torch
 
+    from bench.common import load_average
+
     print(f"model: {note}; {samples} sample(s) per render; torch threads {torch.get_num_threads()}, "
-          f"{os.cpu_count()} CPUs; app start (load + warm-up) {startup:.1f} s")
+          f"{os.cpu_count()} CPUs, load average {load_average()}; app start (load + warm-up) {startup:.1f} s")
     print(f"{'':<26}{'n':>4} {'p50 ms':>7} {'p95 ms':>7} {'model':>7} {'edges':>7} {'rest':>7} {'model %':>9}")
     print(table("stroke -> image (browser)", browser_rows))
     print(table("/render (gradio_client)", api_rows))
@@ -254,8 +262,8 @@ def main() -> None:
     print("model, edges, rest and model % are medians; rest = total - model - edges")
     if PROFILING_ENABLED:
         print()
-        print("inside the server (gradio profiling, medians in ms; uploads = files sent before each event)")
-        print(f"{'':<26}{'uploads':>8} {'upload':>7} {'queue':>7} {'preproc':>7} {'fn':>7} {'postproc':>8} {'total':>7}")
+        print("inside the server (gradio profiling, medians in ms; runs and uploads per stroke or call)")
+        print(f"{'':<26}{'runs':>7} {'uploads':>8} {'upload':>7} {'queue':>7} {'preproc':>7} {'fn':>7} {'postproc':>8} {'total':>7}")
         print(server_table("stroke (render_sketch)", browser_traces, "render_sketch", len(browser_rows) + 1))
         print(server_table("/render", api_traces, "render", len(api_rows) + 1))
 

@@ -136,7 +136,8 @@ def test_render_a_drawing(client):
     out = render(client, CAT, n=3, seed=7)
     assert out["image"].shape == (SIZE, SIZE, 3) and out["image"].dtype == np.uint8
     assert len(out["samples"]) == 3 and all(s.shape == (SIZE, SIZE, 3) for s in out["samples"])
-    assert diff(out["image"], out["samples"][0]) < 3.0  # the main output (PNG) is sample 0 (JPEG preview)
+    # the main output (PNG) is sample 0 (a JPEG preview in the gallery)
+    assert diff(out["image"], out["samples"][0]) < min(diff(out["image"], s) for s in out["samples"][1:])
     # the edge map is the drawing in the canonical style: black lines on white, some ink
     assert out["edges"].shape[:2] == (SIZE, SIZE)
     ink = (out["edges"] if out["edges"].ndim == 2 else out["edges"][..., 0]) < 128
@@ -300,7 +301,7 @@ def test_switch_loads_and_describes(manager):
     assert manager.is_loaded(MODELS[1])
 
 
-def test_editor_blobs_are_used_and_freed(tmp_path):
+def test_editor_blobs_are_used_and_freed(manager):
     """Gradio's editor keeps every stroke's PNGs on the component: the app uses and frees them."""
     from types import SimpleNamespace
 
@@ -313,5 +314,4 @@ def test_editor_blobs_are_used_and_freed(tmp_path):
     value = app._editor_value(editor, {"background": None, "layers": [], "composite": None, "id": "mine"})
     assert value["composite"] == png and "mine" not in storage
     assert len(storage) == app.BLOBS_KEPT and "old39" in storage
-    manager = ModelManager(weights_dir=make_weights(tmp_path), default=MODELS[0])
     assert manager.render_sketch(value, model_id=MODELS[0]).image.shape == (SIZE, SIZE, 3)
