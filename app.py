@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import tempfile
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -80,6 +82,57 @@ def _editor_value(editor: gr.ImageEditor, value):
     return value
 
 
+def _uploaded(payload):
+    """A file payload from a visitor or an API client, refused unless its file was uploaded.
+
+    Inputs arrive unprocessed (preprocess=False), and Gradio vets a payload's path only when it is
+    marked as a file (``"meta": {"_type": "gradio.FileData"}``); gr.Image does not insist on the
+    mark, so an unmarked ``{"path": "/etc/passwd"}`` would reach load_image as it is: any client
+    could have the server's own images rendered, or probe which files exist. Every real upload
+    (browser or gradio_client) lies in Gradio's upload folder.
+    """
+    if not isinstance(payload, dict) or payload.get("path") is None:
+        return payload  # nothing uploaded, or an editor blob's bytes
+    uploads = Path(gr.utils.get_upload_folder()).resolve()
+    if not Path(str(payload["path"])).resolve().is_relative_to(uploads):
+        raise UserMessage("expected an uploaded image file; upload the image itself, not a path on the server")
+    return payload
+
+
+def _atomic_output_cache() -> None:
+    """Make Gradio write output images into its cache atomically (a temp file, then a rename).
+
+    Gradio 6.31 saves every output image with ``Path.write_bytes`` at a path named by the image's
+    hash. A request whose output equals an earlier one (the same drawing gives the same edge map,
+    the same seed the same samples) truncates and rewrites that file while another visitor's browser
+    may still be downloading it, and that visitor gets an empty or cut image: 11 of 72 concurrent
+    /render calls failed so in tests/test_reliability.py's load test. A rename never truncates.
+    """
+    from gradio import processing_utils as pu
+
+    if getattr(pu.save_pil_to_cache, "_atomic", False):
+        return
+
+    @pu.traced_sync("postprocess_save_pil_to_cache")
+    def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+        data = pu.encode_pil_to_bytes(img, format)
+        folder = Path(cache_dir) / pu.hash_bytes(data)
+        folder.mkdir(exist_ok=True, parents=True)
+        path = (folder / f"{name}.{format}").resolve()
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(path)
+
+    save_pil_to_cache._atomic = True
+    pu.save_pil_to_cache = save_pil_to_cache
+
+
 def _shown(fn):
     """Turn a UserMessage into a Gradio error toast (and an error for API clients)."""
 
@@ -98,22 +151,28 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
     weights_dir = weights_dir or os.environ.get("P2P_WEIGHTS_DIR") or None
     default_model = default_model or os.environ.get("P2P_DEFAULT_MODEL") or None
     manager = ModelManager(weights_dir=weights_dir, default=default_model)
+    _atomic_output_cache()
     examples_files = example_paths()
     if warm:
-        log.info("warmed %s in %.1f s", manager.default, manager.warm())
+        try:
+            log.info("warmed %s in %.1f s", manager.default, manager.warm())
+        except UserMessage as e:
+            raise RuntimeError(f"the default model {manager.default!r} cannot be used: {e}") from e
 
     @_gpu
     @_shown
     def render_sketch(value, model, n, seed, deterministic):
         """Also returns the drawing, kept in a State for re-renders when an option changes."""
         value = _editor_value(canvas, value)
+        if isinstance(value, dict):
+            _uploaded(value.get("composite"))
         out = manager.render_sketch(value, model_id=model, n=n, seed=seed, deterministic=deterministic)
         return (*_outputs(out), value)
 
     @_gpu
     @_shown
     def render_photo(photo, model, n, seed, deterministic, edges):
-        return _outputs(manager.render_upload(photo, model_id=model, n=n, seed=seed,
+        return _outputs(manager.render_upload(_uploaded(photo), model_id=model, n=n, seed=seed,
                                               deterministic=deterministic, edges=edges))
 
     def render_example(example, model, n, seed, deterministic):
@@ -231,7 +290,11 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    build_app().launch(**LAUNCH_KWARGS)
+    try:
+        demo = build_app()
+    except (RuntimeError, ValueError) as e:  # no usable model: say so in one line
+        raise SystemExit(f"error: {e}") from None
+    demo.launch(**LAUNCH_KWARGS)
 
 
 if __name__ == "__main__":
