@@ -1,0 +1,82 @@
+"""Pictures of what a model draws, for the README and model cards.
+
+    python scripts/make_figures.py --model openmoji --data data/openmoji-256 --out docs/figures/openmoji
+
+writes  heldout.png   held-out drawings: input | output | target (the reference's test mode, seed 0)
+        variety.png   one held-out drawing, 8 seeds (dropout on)
+        sketches.png  hand-drawn sketches (p2p_demo/examples) through the app's own pipeline:
+                      drawing | what the model sees | output
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+
+from p2p_demo.examples import example_paths
+from p2p_demo.image import grid, load_image, save_image
+from p2p_demo.render import Renderer
+
+
+def pick(annotations: list[str], patterns: list[str], limit: int) -> list[int]:
+    chosen: list[int] = []
+    for pattern in patterns:
+        for i, a in enumerate(annotations):
+            if re.search(pattern, a) and i not in chosen:
+                chosen.append(i)
+                break
+    # Fill up with drawings spread over the split, so the grid is never short.
+    step = max(1, len(annotations) // limit)
+    for i in range(0, len(annotations), step):
+        if len(chosen) >= limit:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return chosen[:limit]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", help="prepared dataset folder (its test split is used)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--patterns", nargs="*", default=[r"\bcat\b", r"running shoe", r"boot", r"high-heeled",
+                                                     r"cat face", r"\bdog\b", r"\bapple\b", r"\bcar\b"])
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    r = Renderer.load(args.model)
+
+    if args.data:
+        from train.prepare import load_prepared
+
+        d = load_prepared(args.data, "test")
+        ann = [str(a) for a in d.get("annotations", d["names"])]
+        idx = pick(ann, args.patterns, 8)
+        rows = []
+        for i in idx:
+            a, b = d["A"][i], d["B"][i]
+            rows.append([a, r.generate(a, n=1, seed=0)[0], b])
+        pairs = [rows[i] + rows[i + 1] for i in range(0, len(rows) - 1, 2)]
+        save_image(grid(pairs), out / "heldout.png")
+        print("held-out:", ", ".join(ann[i] for i in idx))
+
+        a = d["A"][idx[0]]
+        samples = r.generate(a, n=8, seed=0)
+        save_image(grid([[a] + samples[:4], [d["B"][idx[0]]] + samples[4:]]), out / "variety.png")
+
+    rows = []
+    for path in example_paths():
+        drawing = load_image(path)
+        res = r(drawing, edges="sketch", n=1, seed=0)
+        rows.append([drawing, res.edges, res.images[0]])
+    save_image(grid(rows), out / "sketches.png")
+    print("wrote", ", ".join(str(f) for f in sorted(out.glob("*.png"))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
