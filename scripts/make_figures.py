@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from p2p_demo.examples import example_paths
-from p2p_demo.image import grid, load_image, save_image
+import cv2
+
+from p2p_demo.image import grid, load_image, resize, save_image
 from p2p_demo.render import Renderer
 
 
@@ -70,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for path in example_paths():
-        drawing = load_image(path)
+        drawing = resize(load_image(path), 256)
         res = r(drawing, edges="sketch", n=1, seed=0)
-        rows.append([drawing, res.edges, res.images[0]])
+        big = [cv2.resize(x, (256, 256), interpolation=cv2.INTER_NEAREST) for x in (res.edges, res.images[0])]
+        rows.append([drawing, *big])  # small models shown enlarged, pixel for pixel
     save_image(grid(rows), out / "sketches.png")
     print("wrote", ", ".join(str(f) for f in sorted(out.glob("*.png"))))
     return 0
