@@ -173,11 +173,13 @@ def run(sizes: list[int], budget: float = 8.0) -> str:
                 ok = growth <= GOAL_GROWTH and mgrowth <= GOAL_GROWTH
                 notes.append(f"{m.name} {b}: 512² / 256²: CPU time {growth:.2f}x, wall {wall[512][b].median / wall[256][b].median:.2f}x, "
                              f"peak memory {mgrowth:.2f}x (goal <= {GOAL_GROWTH}x: {'met' if ok else 'NOT met'})")
-    for name, speedup, cpu_speedup, measured, bound in summary:
+    for name, speedup, cpu_speedup, measured, cpu_bound in summary:
+        bound = min(measured, cpu_bound)  # load only slows a call down: both bound the quiet time
         ok = cpu_speedup >= GOAL_SPEEDUP and bound <= GOAL_MS
         notes.append(f"goal (256², onnx): >= {GOAL_SPEEDUP}x the reference and <= {GOAL_MS:.0f} ms quiet: {name} "
                      f"{cpu_speedup:.2f}x on 1-thread CPU time ({speedup:.2f}x wall under this load), "
-                     f"<= {bound:.1f} ms quiet (cpu 2t; {measured:.1f} ms wall under this load): {'met' if ok else 'NOT met'}")
+                     f"<= {bound:.1f} ms quiet (the lower of wall p50 {measured:.1f} and cpu 2t {cpu_bound:.1f}): "
+                     f"{'met' if ok else 'NOT met'}")
     notes += [f"wall: {threads} threads, round-robin with the reference; x wall = median per-round reference/candidate; "
               "cpu 2t: CPU time of those same calls (all threads), an upper bound of the quiet wall time",
               "cpu 1t: CPU time with 1 thread; x cpu = reference / candidate on that clock (work ratio)",
