@@ -30,8 +30,13 @@ log = logging.getLogger("app")
 DEFAULT_SAMPLES = 3
 MAX_UPLOAD = "20mb"
 BLOBS_KEPT = 16  # see _editor_value
+# Small models (64 px) would otherwise show as stamps: fill the box; downloads keep the true size.
+CSS = """
+#output img, #edges img { width: 100%; height: 100%; object-fit: contain; }
+#edges img { image-rendering: pixelated; }
+"""
 # What launch() always gets; tests and the benchmark launch with the same settings.
-LAUNCH_KWARGS = dict(run_history=False, ssr_mode=False, share=False, max_file_size=MAX_UPLOAD)
+LAUNCH_KWARGS = dict(run_history=False, ssr_mode=False, share=False, max_file_size=MAX_UPLOAD, css=CSS)
 
 HOW_IT_WORKS = """
 **pix2pix** (Isola et al., *Image-to-Image Translation with Conditional Adversarial Networks*, CVPR 2017)

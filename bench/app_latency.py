@@ -124,7 +124,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None) -> list[dict]:
+def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
+                  screenshot_example: int = 0) -> list[dict]:
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -165,8 +166,11 @@ def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None) 
             rows.append({"total": (load["t"] - load["up"]) / 1000, "model": int(m.group(1)) / 1000,
                          "edges": int(m.group(2)) / 1000, **{k: v / 1000 for k, v in phases.items()}})
             page.wait_for_timeout(150)  # let the editor settle between strokes
-        if screenshot:
-            page.wait_for_function("() => [...document.querySelectorAll('#output img, #gallery img')]"
+        if screenshot:  # of an example (the random strokes make a poor picture)
+            n_loads = page.evaluate("() => window.__bench.loads.length")
+            page.locator("#examples button.gallery-item").nth(screenshot_example).click()
+            page.wait_for_function("n => window.__bench.loads.length > n", arg=n_loads)
+            page.wait_for_function("() => [...document.querySelectorAll('#output img, #edges img, #gallery img')]"
                                    ".every(i => i.complete && i.naturalWidth > 0)")
             Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=screenshot, full_page=True)
@@ -218,7 +222,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=None, help="samples per render (default: the app's default)")
     ap.add_argument("--model", default=None, help="registry id (default: the first bundled model)")
     ap.add_argument("--weights-dir", type=Path, default=None)
-    ap.add_argument("--screenshot", default=None, help="save a screenshot of the app after the strokes")
+    ap.add_argument("--screenshot", default=None, help="after the strokes, load an example and save a screenshot")
+    ap.add_argument("--screenshot-example", type=int, default=0, help="which example (0 = the first)")
     ap.add_argument("--stand-in-ngf", type=int, default=None,
                     help="width of the random stand-in used when no bundled model is installed "
                          "(default: the default model's, bench.common.DEFAULT_ARCH)")
@@ -237,7 +242,8 @@ def main() -> None:
 
     try:
         collector.clear()
-        browser_rows = bench_browser(demo.local_url, args.strokes, samples, args.screenshot)
+        browser_rows = bench_browser(demo.local_url, args.strokes, samples, args.screenshot,
+                                     args.screenshot_example)
         browser_traces = collector.get_all(), collector.get_summary().get("upload", {})
         collector.clear()
         api_rows = bench_api(demo.local_url, model, args.calls, samples)

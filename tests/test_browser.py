@@ -1,8 +1,9 @@
 """The real app in Debian's Chromium (Playwright): draw, see samples, examples, photo, model switch.
 
 Needs /usr/bin/chromium (scripts/test.sh installs it); skipped when it or Playwright is missing.
-The screenshot goes under pytest's tmp dir; set P2P_DOCS_SCREENSHOT=1 to also refresh
-docs/screenshots/app.png.
+The screenshot goes under pytest's tmp dir; P2P_DOCS_SCREENSHOT=1 also copies it to
+docs/screenshots/app.png (tiny random models: the README's picture with the real default model
+comes from ``python -m bench.app_latency --screenshot docs/screenshots/app.png``).
 """
 
 from __future__ import annotations
