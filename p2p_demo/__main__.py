@@ -51,8 +51,31 @@ def _progress(items: list, desc: str):
     return tqdm(items, desc=desc, unit="img")
 
 
-def cmd_render(args: argparse.Namespace) -> int:
+def _run_each(inputs: list[Path], outputs: list[list[Path]], desc: str, make) -> None:
+    """Call ``make(src) -> images`` per input and save them; one bad input in a folder is skipped.
+
+    A single input's failure is the command's failure (one line); in a folder it is reported and
+    the rest go on, unless none could be done.
+    """
     from .image import ImageError, save_image
+
+    failures = 0
+    for src, targets in zip(_progress(inputs, desc), outputs):
+        try:
+            images = make(src)
+        except (ImageError, ValueError) as e:
+            if len(inputs) == 1:
+                raise CliError(f"{src}: {e}") from e
+            print(f"skipped {src}: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        for img, target in zip(images, targets):
+            save_image(img, target)
+    if failures == len(inputs):
+        raise CliError(f"none of the {len(inputs)} inputs could be used")
+
+
+def cmd_render(args: argparse.Namespace) -> int:
     from .render import Renderer
 
     if args.n < 1 or args.n > 64:
@@ -62,48 +85,30 @@ def cmd_render(args: argparse.Namespace) -> int:
     inputs = _inputs(Path(args.input))
     outputs = _outputs(inputs, Path(args.input), Path(args.out), args.n)
     renderer = Renderer.load(args.model, device=args.device)
-    failures = 0
-    for src, targets in zip(_progress(inputs, "render"), outputs):
-        try:
-            result = renderer(str(src), edges=args.edges, n=args.n, seed=args.seed,
-                              deterministic=args.deterministic, size=args.size)
-        except (ImageError, ValueError) as e:
-            if len(inputs) == 1:
-                raise CliError(f"{src}: {e}") from e
-            print(f"skipped {src}: {e}", file=sys.stderr)
-            failures += 1
-            continue
-        for img, target in zip(result.images, targets):
-            save_image(img, target)
-    if failures == len(inputs):
-        raise CliError("no input could be rendered")
+
+    def make(src: Path) -> list:
+        return renderer(str(src), edges=args.edges, n=args.n, seed=args.seed,
+                        deterministic=args.deterministic, size=args.size).images
+
+    _run_each(inputs, outputs, "render", make)
     return 0
 
 
 def cmd_edges(args: argparse.Namespace) -> int:
     from . import edges
-    from .image import ImageError, load_image, save_image
+    from .image import load_image
 
     inputs = _inputs(Path(args.input))
     outputs = _outputs(inputs, Path(args.input), Path(args.out), 1)
     style = edges.LineStyle() if args.size is None else edges.LineStyle(size=args.size)
-    failures = 0
-    for src, (target,) in zip(_progress(inputs, "edges"), outputs):
-        try:
-            rgb = load_image(str(src))
-            if args.method == "sketch":
-                emap = edges.normalize_sketch(rgb, style)
-            else:
-                emap = edges.photo_to_edges(rgb, method=args.method, style=style)
-        except (ImageError, ValueError) as e:
-            if len(inputs) == 1:
-                raise CliError(f"{src}: {e}") from e
-            print(f"skipped {src}: {e}", file=sys.stderr)
-            failures += 1
-            continue
-        save_image(emap.image, target)
-    if failures == len(inputs):
-        raise CliError("no input could be converted")
+
+    def make(src: Path) -> list:
+        rgb = load_image(str(src))
+        if args.method == "sketch":
+            return [edges.normalize_sketch(rgb, style).image]
+        return [edges.photo_to_edges(rgb, method=args.method, style=style).image]
+
+    _run_each(inputs, outputs, "convert", make)
     return 0
 
 
