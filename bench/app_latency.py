@@ -35,6 +35,8 @@ os.environ.setdefault("GRADIO_PROFILING", "1")  # gradio's own per-request phase
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import percentile  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
@@ -75,15 +77,6 @@ PHASES = """
           server: img.startTime - join.startTime, image: load.t - img.startTime};
 }
 """
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    k = (len(xs) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def pick_model(weights_dir: Path | None, model: str | None, stand_in_ngf: int | None = None

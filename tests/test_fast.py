@@ -46,16 +46,6 @@ def renderers(tmp_path_factory) -> tuple[Renderer, Renderer]:
         return pair()
 
 
-@pytest.fixture(scope="module")
-def edge_map() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    img = np.full((64, 64), 255, np.uint8)
-    for _ in range(12):
-        y, x = rng.integers(4, 60, 2)
-        img[y : y + 2, x : x + 20] = 0
-    return img
-
-
 def masked_outputs(torch_r: Renderer, onnx_r: Renderer, x: torch.Tensor, seed: int, n: int):
     """Raw float outputs of both backends for samples 0..n-1 (dropout on)."""
     with torch.inference_mode():

@@ -27,16 +27,6 @@ def renderer() -> Renderer:
     return tiny_renderer()
 
 
-@pytest.fixture(scope="module")
-def edge_map() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    img = np.full((64, 64), 255, np.uint8)
-    for _ in range(12):
-        y, x = rng.integers(4, 60, 2)
-        img[y : y + 2, x : x + 20] = 0
-    return img
-
-
 @pytest.mark.parametrize("layout", ["reference", "huggan"])
 def test_same_seed_same_images_different_seed_different(layout, edge_map):
     r = tiny_renderer(layout)
