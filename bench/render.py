@@ -5,8 +5,8 @@
 What the app's /render endpoint does for one request, minus HTTP: decode the uploaded file and
 make the edge map (``sketch``: normalise a drawing; ``canny``: a photo's edges), run the default
 model for 1 or 4 dropout-on samples, and encode the images the endpoint returns as app.py does:
-the output and the edge map as PNG, every sample as a JPEG gallery preview (PIL defaults, as
-Gradio).
+the output and the edge map as PNG (p2p_demo.image.encode_image, the app's encoder), every
+sample as a JPEG gallery preview (PIL defaults, as Gradio).
 
 Drawings are held-out OpenMoji line art (``data/openmoji-256/test.npz``) when prepared, else the
 bundled examples; the photo is scikit-image's astronaut (512 x 512). Besides wall time, each
@@ -18,7 +18,6 @@ with other load. The goals are checked against it.
 from __future__ import annotations
 
 import argparse
-import io
 import tempfile
 import time
 from pathlib import Path
@@ -61,11 +60,9 @@ def photo(folder: Path) -> Path:
 
 
 def encode(image: np.ndarray, fmt: str = "png") -> bytes:
-    from PIL import Image
+    from p2p_demo.image import encode_image
 
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, fmt)
-    return buf.getvalue()
+    return encode_image(image, fmt)
 
 
 def request(r, source: Path, edges: str, n: int) -> dict[str, float]:
