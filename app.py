@@ -22,14 +22,15 @@ except ImportError:
 
 import gradio as gr
 
+from p2p_demo import canvas as sketch
 from p2p_demo.examples import example_paths
+from p2p_demo.image import encode_image, load_image
 from p2p_demo.service import EMPTY_SKETCH, MAX_SAMPLES, ModelManager, Output, UserMessage, new_seed
 
 log = logging.getLogger("app")
 
 DEFAULT_SAMPLES = 3
 MAX_UPLOAD = "20mb"
-BLOBS_KEPT = 16  # see _editor_value
 # Small models (64 px) would otherwise show as stamps: fill the box; downloads keep the true size.
 CSS = """
 #output img, #edges img { width: 100%; height: 100%; object-fit: contain; }
@@ -69,24 +70,6 @@ def _outputs(out: Output) -> tuple:
     return out.image, out.samples, out.edges, out.status, out.timings
 
 
-def _editor_value(editor: gr.ImageEditor, value):
-    """The Sketchpad's unprocessed value, with a stroke sent as blobs resolved, and old blobs freed.
-
-    Gradio 6.31's editor also posts every stroke's PNGs to the component (``accept_blobs``) and keeps
-    them in memory until an event refers to them by id; the events here get the uploaded files
-    instead, so nothing ever collects them: a slow leak on a long-running Space. Use them when an
-    event does refer to them, and drop all but the newest few.
-    """
-    storage = editor.blob_storage
-    if isinstance(value, dict) and value.get("id") and value.get("composite") is None:
-        blobs = storage.pop(value["id"], None)
-        if blobs is not None:
-            value = {"background": None, "layers": [], "composite": blobs.composite}  # PNG bytes
-    for key in list(storage)[:-BLOBS_KEPT]:
-        storage.pop(key, None)
-    return value
-
-
 def _uploaded(payload):
     """A file payload from a visitor or an API client, refused unless its file was uploaded.
 
@@ -112,6 +95,8 @@ def _atomic_output_cache() -> None:
     the same seed the same samples) truncates and rewrites that file while another visitor's browser
     may still be downloading it, and that visitor gets an empty or cut image: 11 of 72 concurrent
     /render calls failed so in tests/test_reliability.py's load test. A rename never truncates.
+    PNGs are written at zlib's fastest level (p2p_demo.image.encode_image), which takes a fifth
+    off a live render; other formats go through Gradio's own encoder.
     """
     from gradio import processing_utils as pu
 
@@ -120,7 +105,7 @@ def _atomic_output_cache() -> None:
 
     @pu.traced_sync("postprocess_save_pil_to_cache")
     def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
-        data = pu.encode_pil_to_bytes(img, format)
+        data = encode_image(img, "png") if format.lower() == "png" else pu.encode_pil_to_bytes(img, format)
         folder = Path(cache_dir) / pu.hash_bytes(data)
         folder.mkdir(exist_ok=True, parents=True)
         path = (folder / f"{name}.{format}").resolve()
@@ -168,9 +153,6 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
     @_shown
     def render_sketch(value, model, n, seed, deterministic):
         """Also returns the drawing, kept in a State for re-renders when an option changes."""
-        value = _editor_value(canvas, value)
-        if isinstance(value, dict):
-            _uploaded(value.get("composite"))
         out = manager.render_sketch(value, model_id=model, n=n, seed=seed, deterministic=deterministic)
         return (*_outputs(out), value)
 
@@ -180,9 +162,13 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         return _outputs(manager.render_upload(_uploaded(photo), model_id=model, n=n, seed=seed,
                                               deterministic=deterministic, edges=edges))
 
-    def render_example(example, model, n, seed, deterministic):
-        index, _ = example  # the Dataset's (index, sample); the file is ours, not the browser's copy
-        return render_sketch({"composite": str(examples_files[index])}, model, n, seed, deterministic)
+    def load_example(path):
+        """An example drawing onto the canvas; the canvas' change event then renders it. Read from
+        our own file of that name (the event gets Gradio's cached copy), never from a given path."""
+        ours = {p.name: p for p in examples_files}.get(Path(str(path)).name)
+        if ours is None:
+            raise gr.Error("unknown example", print_exception=False)
+        return sketch.encode(load_image(ours))
 
     def render_active(tab, drawing, photo, model, n, seed, deterministic, edges):
         """Re-render whichever tab is showing (the drawing comes from the State, not the canvas)."""
@@ -211,21 +197,17 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
                     "Or upload a photo in the *Photo* tab.")
         model_state = gr.State(manager.default)  # the model that is loaded and working
         active = gr.State("sketch")  # the tab whose input is rendered when an option changes
-        # The last drawing (Gradio's file payload). Re-renders read it rather than the canvas: every
-        # event with the canvas as an input makes the browser export and upload its layers again.
-        drawing = gr.State(None)
+        # The last drawing (the canvas' PNG data URL), for re-renders when an option changes.
+        drawing = gr.State("")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
                 with gr.Tabs():
                     with gr.Tab("Sketch", id="sketch") as sketch_tab:
-                        canvas = gr.Sketchpad(
-                            type="numpy", image_mode="RGB", canvas_size=(256, 256), fixed_canvas=True,
-                            layers=False, label="Draw here", elem_id="sketch",
-                            brush=gr.Brush(default_size=3, colors=["#000000"], color_mode="fixed"),
-                            eraser=gr.Eraser(default_size=12),
-                        )
-                        examples = gr.Examples([[str(p)] for p in examples_files], inputs=[canvas],
-                                               label="Start from an example", elem_id="examples")
+                        canvas = sketch.sketch_canvas(elem_id="sketch")
+                        example_image = gr.Image(type="filepath", visible=False)
+                        gr.Examples([[str(p)] for p in examples_files], inputs=[example_image], outputs=[canvas],
+                                    fn=load_example, run_on_click=True, cache_examples=False,
+                                    api_visibility="private", label="Start from an example", elem_id="examples")
                     with gr.Tab("Photo", id="photo") as photo_tab:
                         photo = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                          label="Photo (or a drawing)", elem_id="photo")
@@ -258,17 +240,14 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         api_trigger = gr.Button(visible=False)  # carries the public /render endpoint
 
         outs = [output, gallery, edge_view, status, timings]
-        # Inputs arrive unprocessed (preprocess=False): the service decodes only the files it
-        # needs (the canvas composite, the upload) with load_image, which explains bad files.
+        # Inputs arrive unprocessed (preprocess=False): the service decodes the canvas' PNG and the
+        # uploads itself, with load_image, which explains bad files.
         live = dict(trigger_mode="always_last", concurrency_limit=1, concurrency_id="render",
                     api_visibility="private", preprocess=False)
         everything = [active, drawing, photo, model_state, n, seed, deterministic, photo_edges]
 
         canvas.change(render_sketch, [canvas, model_state, n, seed, deterministic], outs + [drawing],
                       show_progress="hidden", **live)
-        # Loading an example does not fire the canvas' change: render it from our own file.
-        examples.load_input_event.then(render_example, [examples.dataset, model_state, n, seed, deterministic],
-                                       outs + [drawing], show_progress="hidden", **{**live, "preprocess": True})
         gr.on([photo.change, photo_edges.change], render_photo,
               [photo, model_state, n, seed, deterministic, photo_edges], outs,
               show_progress="minimal", **live)

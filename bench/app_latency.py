@@ -11,7 +11,7 @@ Debian's Chromium (/usr/bin/chromium) through Playwright, and prints p50/p95 tab
 * /render: one gradio_client call with a drawing file, wall time in the client.
 * model: the generator's own time for that request (``RenderResult.timings["model"]``, shown in
   the app's status line and returned by /render); edges: the edge-map step before it; rest: all
-  else (browser upload of the canvas, queue, decode, PNG encode, download, paint).
+  else (the canvas' PNG, the event, queue, decode, PNG encode, download, paint).
 
 When no bundled model is installed, a randomly initialised generator with the default model's
 architecture (``bench.common.DEFAULT_ARCH``; ``--stand-in-ngf 64`` for the reference's width)
@@ -64,17 +64,15 @@ PAGE_PROBE = """
 
 
 # Where a stroke's time goes, from the page's resource timings (same clock as pointerup):
-# editor = pointerup -> the editor's first upload, uploads -> the event is sent (queue/join),
+# client = pointerup -> the event is sent (queue/join: the canvas' PNG travels inside it),
 # server = until the output image is requested (includes the result message), image = until it loaded.
 PHASES = """
 (load) => {
   const rs = performance.getEntriesByType('resource').filter(r => r.startTime >= load.up);
-  const first = rs.find(r => /\\/upload|component_server/.test(r.name));
   const join = rs.find(r => /queue\\/join/.test(r.name));
   const img = rs.find(r => r.name === load.src);
-  if (!first || !join || !img) return {};
-  return {editor: first.startTime - load.up, uploads: join.startTime - first.startTime,
-          server: img.startTime - join.startTime, image: load.t - img.startTime};
+  if (!join || !img) return {};
+  return {client: join.startTime - load.up, server: img.startTime - join.startTime, image: load.t - img.startTime};
 }
 """
 
@@ -130,11 +128,10 @@ def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
         box = page.locator("#samples input[type=number]")
         box.fill(str(samples))
         box.press("Enter")
-        page.get_by_role("button", name="Brush", exact=True).click()  # after: focus elsewhere drops the tool
+        page.get_by_role("button", name="Brush", exact=True).click()
         page.evaluate(PAGE_PROBE)
         canvas = page.locator("#sketch canvas").first.bounding_box()
         for i in range(strokes + 1):  # the first stroke is a warm-up for the browser side
-            # inside the paper (the canvas element is wider than the 256 px sheet it shows)
             fx, fy = 0.3 + 0.25 * ((i * 0.37) % 1), 0.25 + 0.4 * ((i * 0.61) % 1)
             pts = [(fx + dx, fy + dy) for dx, dy in [(0, 0), (0.05, 0.06), (0.1, 0.08), (0.14, 0.05)]]
             xy = [(canvas["x"] + a * canvas["width"], canvas["y"] + b * canvas["height"]) for a, b in pts]
@@ -158,7 +155,7 @@ def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
                 continue
             rows.append({"total": (load["t"] - load["up"]) / 1000, "model": int(m.group(1)) / 1000,
                          "edges": int(m.group(2)) / 1000, **{k: v / 1000 for k, v in phases.items()}})
-            page.wait_for_timeout(150)  # let the editor settle between strokes
+            page.wait_for_timeout(150)  # a person's pause between strokes
         if screenshot:  # of an example (the random strokes make a poor picture)
             n_loads = page.evaluate("() => window.__bench.loads.length")
             page.locator("#examples button.gallery-item").nth(screenshot_example).click()
@@ -253,10 +250,10 @@ def main() -> None:
     print(f"{'':<26}{'n':>4} {'p50 ms':>7} {'p95 ms':>7} {'model':>7} {'edges':>7} {'rest':>7} {'model %':>9}")
     print(table("stroke -> image (browser)", browser_rows))
     print(table("/render (gradio_client)", api_rows))
-    phased = [r for r in browser_rows if "editor" in r]
+    phased = [r for r in browser_rows if "client" in r]
     if phased:
         med = lambda k: statistics.median(r[k] for r in phased) * 1000  # noqa: E731
-        print(f"stroke -> image, medians: editor export {med('editor'):.0f} ms, uploads {med('uploads'):.0f} ms, "
+        print(f"stroke -> image, medians: canvas PNG + event sent {med('client'):.0f} ms, "
               f"server + result {med('server'):.0f} ms, image fetch + paint {med('image'):.0f} ms")
     print("model, edges, rest and model % are medians; rest = total - model - edges")
     if PROFILING_ENABLED:

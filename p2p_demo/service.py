@@ -204,19 +204,20 @@ class ModelManager:
     # -- rendering -----------------------------------------------------------------------------
     def render_sketch(self, value: Any, *, model_id: str, n: Any = 1, seed: Any = 0,
                       deterministic: Any = False) -> Output:
-        """Render a Gradio Sketchpad value ({"background", "layers", "composite"}).
+        """Render the sketch canvas's value: a PNG data URL (``p2p_demo.canvas``), "" when blank.
 
-        Only the composite (the drawing flattened, alpha onto white) is used; it may be an array
-        (processed value), Gradio's file payload (``preprocess=False``, the faster path) or the
-        PNG bytes of an editor blob. An
-        empty or cleared canvas is not an error: it gives an empty Output with a hint.
+        A blank or cleared canvas is not an error: it gives an empty Output with a hint. A value
+        the canvas cannot have sent is refused with a UserMessage.
         """
-        composite = value.get("composite") if isinstance(value, dict) else None
-        if isinstance(composite, dict):  # Gradio's unprocessed payload: a file the browser uploaded
-            composite = composite.get("path")
-        if composite is None:  # never drawn, or cleared
+        from .canvas import CanvasError, decode
+
+        try:
+            png = decode(value)
+        except CanvasError as e:
+            raise UserMessage(f"Cannot read the drawing: {e}. Clear the canvas and draw again.") from e
+        if png is None:  # never drawn, or cleared
             return Output.empty(EMPTY_SKETCH)
-        return self._render(composite, "sketch", model_id=model_id, n=n, seed=seed,
+        return self._render(png, "sketch", model_id=model_id, n=n, seed=seed,
                             deterministic=deterministic, empty=EMPTY_SKETCH)
 
     def render_upload(self, file: Any, *, model_id: str, n: Any = 1, seed: Any = 0,

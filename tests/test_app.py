@@ -261,24 +261,52 @@ def test_bad_options_are_refused(client, kwargs, word):
 # The service behind the UI's events
 
 
+def canvas_value(image: np.ndarray | Image.Image) -> str:
+    """What the browser's sketch canvas sends: a PNG data URL of its 256 x 256 RGB paper."""
+    import base64
+
+    buf = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buf, "png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def test_empty_canvas_is_a_calm_state_not_an_error(manager):
-    for value in (None, {"background": None, "layers": [], "composite": None},
-                  {"background": None, "layers": [], "composite": np.full((256, 256, 3), 255, np.uint8)}):
+    for value in (None, "", canvas_value(np.full((256, 256, 3), 255, np.uint8))):
         out = manager.render_sketch(value, model_id=MODELS[0])
         assert out.image is None and out.samples == [] and out.status == EMPTY_SKETCH
 
 
-def test_sketch_payload_from_the_browser(manager, tmp_path):
-    """Gradio's unprocessed Sketchpad value: files the browser uploaded (RGBA, transparent paper)."""
-    cat = np.asarray(Image.open(CAT).convert("L"))
-    rgba = np.zeros(cat.shape + (4,), np.uint8)
-    rgba[..., 3] = 255 - cat  # black strokes on a transparent canvas
-    path = tmp_path / "composite.png"
-    Image.fromarray(rgba).save(path)
-    value = {"background": None, "layers": [], "composite": {"path": str(path), "meta": {"_type": "gradio.FileData"}}}
-    out = manager.render_sketch(value, model_id=MODELS[0], n=2, seed=3)
+def test_sketch_from_the_canvas(manager):
+    """The canvas' value renders exactly like the same drawing uploaded as a file."""
+    cat = Image.open(CAT).convert("RGB").resize((256, 256))
+    out = manager.render_sketch(canvas_value(cat), model_id=MODELS[0], n=2, seed=3)
     ref = manager.render_upload(CAT, model_id=MODELS[0], n=2, seed=3, edges="sketch")
-    assert len(out.samples) == 2 and np.array_equal(out.edges, ref.edges)
+    assert len(out.samples) == 2 and np.abs(out.edges.astype(int) - ref.edges).mean() < 2
+    assert out.edges.min() == 0 and out.edges.max() == 255
+
+
+def test_example_onto_the_canvas_round_trips():
+    from p2p_demo import canvas
+
+    drawing = np.asarray(Image.open(CAT).convert("RGB"))
+    value = canvas.encode(drawing)
+    assert value.startswith(canvas.PREFIX) and len(value) < canvas.MAX_CHARS
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(canvas.decode(value)))), drawing)  # lossless
+    small = canvas.encode(drawing[::2, ::2])  # any other size is fitted to the canvas
+    assert Image.open(io.BytesIO(canvas.decode(small))).size == (canvas.SIZE, canvas.SIZE)
+
+
+@pytest.mark.parametrize("value, word", [
+    ("data:image/jpeg;base64,AAAA", "PNG data URL"),
+    ({"composite": "/etc/passwd"}, "PNG data URL"),
+    ("data:image/png;base64,not base64!", "base64"),
+    ("data:image/png;base64," + "A" * 1_000_001, "at most"),
+    ("data:image/png;base64," + "iVBORw0KGgo=", "Cannot use this file"),  # a PNG signature, nothing else
+])
+def test_a_forged_canvas_value_is_refused_with_a_message(manager, value, word):
+    with pytest.raises(UserMessage, match=word):
+        manager.render_sketch(value, model_id=MODELS[0])
+    assert manager.render_sketch(canvas_value(Image.open(CAT).convert("RGB")), model_id=MODELS[0]).image is not None
 
 
 def test_offline_hub_model_keeps_the_current_one(manager, monkeypatch):
@@ -299,19 +327,3 @@ def test_switch_loads_and_describes(manager):
     text = manager.switch(MODELS[1])
     assert "Tiny shoes" in text and "MIT" in text and "black lines on white" in text
     assert manager.is_loaded(MODELS[1])
-
-
-def test_editor_blobs_are_used_and_freed(manager):
-    """Gradio's editor keeps every stroke's PNGs on the component: the app uses and frees them."""
-    from types import SimpleNamespace
-
-    import app
-
-    png = Path(CAT).read_bytes()
-    storage = {f"old{i}": SimpleNamespace(background=None, layers=[], composite=b"x") for i in range(40)}
-    storage["mine"] = SimpleNamespace(background=None, layers=[], composite=png)
-    editor = SimpleNamespace(blob_storage=storage)
-    value = app._editor_value(editor, {"background": None, "layers": [], "composite": None, "id": "mine"})
-    assert value["composite"] == png and "mine" not in storage
-    assert len(storage) == app.BLOBS_KEPT and "old39" in storage
-    assert manager.render_sketch(value, model_id=MODELS[0]).image.shape == (SIZE, SIZE, 3)

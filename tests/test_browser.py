@@ -75,6 +75,17 @@ def wait_src_change(page, selector: str, old: str | None) -> str:
     return src(page, selector)
 
 
+def ink(page) -> int:
+    """Dark pixels on the canvas' paper."""
+    return page.evaluate("""() => {
+        const c = document.querySelector('#sketch canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0;
+        for (let i = 0; i < d.length; i += 4) if (d[i] < 128) n++;
+        return n;
+    }""")
+
+
 def status(page) -> str:
     return page.locator("#status").inner_text()
 
@@ -102,16 +113,32 @@ def test_draw_examples_photo_and_models(page, tmp_path):
     box.press("Enter")
     assert len(set(gallery_digests(page, 4))) == 4
 
-    # Clearing the canvas is not an error: a calm hint, no toast.
+    # Clearing the canvas is not an error: a calm hint, no toast. Undo brings the drawing back.
     page.locator("#sketch").get_by_role("button", name="Clear canvas").click()
     page.wait_for_function("() => !document.querySelector('#output img')")
     assert status(page).startswith("✏️ Draw on the canvas")
     assert page.locator("[data-testid='toast-text']").count() == 0
+    assert ink(page) == 0
+    page.locator("#sketch").get_by_role("button", name="Undo").click()
+    wait_src_change(page, "#output", None)
+    assert ink(page) > 100
 
-    # An example replaces the drawing and renders.
+    # The eraser takes ink away, and the picture follows.
+    before = ink(page)
+    old = src(page, "#output")
+    page.get_by_role("button", name="Eraser", exact=True).click()
+    draw(page, [(0.2, 0.3), (0.8, 0.3), (0.8, 0.7), (0.2, 0.7)])
+    wait_src_change(page, "#output", old)
+    assert ink(page) < before
+    page.get_by_role("button", name="Brush", exact=True).click()
+
+    # An example replaces the drawing on the canvas and renders.
+    erased = src(page, "#output")
     page.locator("#examples button.gallery-item").first.click()
-    out2 = wait_src_change(page, "#output", None)
+    out2 = wait_src_change(page, "#output", erased)
     assert out2 != out1
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('4 samples')")
+    assert ink(page) > 1000  # the cat's lines, painted onto the paper
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('4 samples')")
     page.wait_for_function("() => [...document.querySelectorAll('#output img, #edges img, #gallery img')]"
                            ".every(i => i.complete && i.naturalWidth > 0)")

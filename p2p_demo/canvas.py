@@ -1,0 +1,68 @@
+"""The app's sketch canvas: a small gr.HTML component, and the codec of the value it sends.
+
+Why not gr.Sketchpad: on every stroke Gradio 6's image editor exports its background, layer and
+composite as PNGs through its WebGL scene and posts each to the server before the change event
+leaves the browser; in a browser that paints in software that is 0.6-1 s per stroke (measured by
+``python -m bench.app_latency``), three times the whole live-render budget. This canvas is a plain
+2D canvas of the model's own size (256 x 256): a finished stroke becomes a PNG data URL in the
+component's value (~2-6 kB), which travels inside the event itself. Brush, eraser, undo/redo,
+clear and keyboard shortcuts are in ``static/sketch_canvas.js``.
+
+The value is untrusted input from the browser: :func:`decode` accepts only a base64 PNG data URL
+of bounded length and hands the bytes to ``p2p_demo.image.load_image`` like any upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+SIZE = 256  # canvas pixels; what the bundled 256 px models see, and enough for any model
+PREFIX = "data:image/png;base64,"
+# A 256 x 256 RGB PNG is at most ~200 kB even as noise; base64 adds a third. Anything longer is
+# not from the canvas.
+MAX_CHARS = 1_000_000
+
+
+class CanvasError(ValueError):
+    """The canvas value is not a drawing the canvas could have sent."""
+
+
+def _asset(name: str) -> str:
+    return resources.files("p2p_demo").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def sketch_canvas(**kwargs: Any):
+    """The canvas as a gr.HTML component (its value: a PNG data URL, or "" when blank)."""
+    import gradio as gr
+
+    return gr.HTML(value="", html_template=_asset("sketch_canvas.html"), css_template=_asset("sketch_canvas.css"),
+                   js_on_load=_asset("sketch_canvas.js"), **kwargs)
+
+
+def decode(value: Any) -> bytes | None:
+    """PNG bytes of a canvas value; None for a blank canvas ("" or None). Raises CanvasError."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith(PREFIX):
+        raise CanvasError("expected a PNG data URL from the drawing canvas")
+    if len(value) > MAX_CHARS:
+        raise CanvasError(f"the drawing is {len(value):,} characters long; the canvas sends at most {MAX_CHARS:,}")
+    try:
+        return base64.b64decode(value[len(PREFIX):], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise CanvasError(f"the drawing is not valid base64 ({e})") from None
+
+
+def encode(image: np.ndarray) -> str:
+    """A canvas value showing ``image`` (an example drawing), resized to the canvas."""
+    from .image import array_to_rgb, encode_image, resize
+
+    rgb = array_to_rgb(image)
+    if rgb.shape[:2] != (SIZE, SIZE):
+        rgb = resize(rgb, SIZE)
+    return PREFIX + base64.b64encode(encode_image(rgb, "png")).decode("ascii")
