@@ -8,6 +8,7 @@ P2P_DEFAULT_MODEL picks the model loaded at start.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import tempfile
@@ -124,7 +125,18 @@ def _atomic_output_cache() -> None:
 
 
 def _shown(fn):
-    """Turn a UserMessage into a Gradio error toast (and an error for API clients)."""
+    """Turn a UserMessage into a Gradio error toast (and an error for API clients); generator
+    functions (the live canvas streams its render) are wrapped as generators."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except UserMessage as e:
+                raise gr.Error(str(e), print_exception=False) from None
+
+        return stream
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -152,9 +164,11 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
     @_gpu
     @_shown
     def render_sketch(value, model, n, seed, deterministic):
-        """Also returns the drawing, kept in a State for re-renders when an option changes."""
-        out = manager.render_sketch(value, model_id=model, n=n, seed=seed, deterministic=deterministic)
-        return (*_outputs(out), value)
+        """The output as soon as sample 1 is ready (the gallery keeps the last samples meanwhile),
+        then all samples. Also returns the drawing, kept in a State for re-renders."""
+        for out in manager.render_sketch_live(value, model_id=model, n=n, seed=seed, deterministic=deterministic):
+            image, samples, edges, status, timings = _outputs(out)
+            yield image, gr.skip() if out.partial else samples, edges, status, timings, value
 
     @_gpu
     @_shown
@@ -173,8 +187,9 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
     def render_active(tab, drawing, photo, model, n, seed, deterministic, edges):
         """Re-render whichever tab is showing (the drawing comes from the State, not the canvas)."""
         if tab == "photo":
-            return (*render_photo(photo, model, n, seed, deterministic, edges), gr.skip())
-        return render_sketch(drawing, model, n, seed, deterministic)
+            yield (*render_photo(photo, model, n, seed, deterministic, edges), gr.skip())
+        else:
+            yield from render_sketch(drawing, model, n, seed, deterministic)
 
     def render(image, model, n, seed, deterministic, edges):
         """Render an image file (a sketch, a photo or an edge map) with a registry model.

@@ -187,14 +187,16 @@ class Renderer:
 
     @torch.inference_mode()
     def generate(self, model_input: np.ndarray, *, n: int = 1, seed: int = 0,
-                 deterministic: bool = False, batch_size: int | None = None) -> list[np.ndarray]:
+                 deterministic: bool = False, batch_size: int | None = None, first: int = 0) -> list[np.ndarray]:
         """Run the generator on one prepared input; n seeded samples (dropout on) or one canonical.
 
-        On CUDA, running out of memory retries with half the batch, down to one sample at a time,
+        Samples are numbered: sample k's dropout masks come from ``sample_seed(seed, k)``, and this
+        returns samples ``first .. first + n - 1``, so a request can be rendered in parts (the
+        first sample at once, the rest after) and give exactly the pictures of one call. On CUDA, running out of memory retries with half the batch, down to one sample at a time,
         then renders the rest on the CPU; ``self.notes`` says when that happened.
         """
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+        if n < 1 or first < 0:
+            raise ValueError(f"n must be at least 1 and first at least 0, got n={n}, first={first}")
         g = self.generator
         sampled = not deterministic and g.has_dropout
         n_out = n if sampled else 1
@@ -203,16 +205,16 @@ class Renderer:
         with _torch_threads(1 if self.backend == "onnx" else None):
             x = to_tensor(model_input, self.in_channels)  # (1, C, H, W) in [-1, 1], on the CPU
             x, hw = pad_to_multiple(x, g.config.multiple)
-            outputs = self._generate(x, hw, n_out, seed, sampled, batch_size)
+            outputs = self._generate(x, hw, n_out, seed, sampled, batch_size, first if sampled else 0)
         # Without dropout every sample is the same image: repeat it so callers always get n.
         return outputs if sampled else outputs * n
 
     def _generate(self, x: torch.Tensor, hw: tuple[int, int], n_out: int, seed: int, sampled: bool,
-                  batch_size: int) -> list[np.ndarray]:
+                  batch_size: int, first: int = 0) -> list[np.ndarray]:
         outputs: list[np.ndarray] = []
         start = 0
         while start < n_out:
-            ks = list(range(start, min(start + batch_size, n_out)))
+            ks = list(range(first + start, first + min(start + batch_size, n_out)))
             try:
                 y = self._forward(x, ks, seed=seed, sampled=sampled)  # (b, C, H, W) in [-1, 1]
             except torch.OutOfMemoryError:
@@ -221,7 +223,7 @@ class Renderer:
                 batch_size = self._after_oom(batch_size, len(ks))
                 if batch_size == 0:
                     y = self._cpu_renderer()._forward(x, ks, seed=seed, sampled=sampled)
-                    self.notes.append(f"GPU out of memory: samples {ks[0] + 1}-{n_out} rendered on the CPU")
+                    self.notes.append(f"GPU out of memory: samples {ks[0] + 1}-{first + n_out} rendered on the CPU")
                     log.warning(self.notes[-1])
                     batch_size = n_out
                 else:

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -57,6 +57,7 @@ class Output:
     edges: np.ndarray | None
     status: str
     timings: dict[str, Any] = field(default_factory=dict)
+    partial: bool = False  # more samples follow (render_sketch_live's first step)
 
     @classmethod
     def empty(cls, status: str) -> "Output":
@@ -220,6 +221,38 @@ class ModelManager:
         return self._render(png, "sketch", model_id=model_id, n=n, seed=seed,
                             deterministic=deterministic, empty=EMPTY_SKETCH)
 
+    def render_sketch_live(self, value: Any, *, model_id: str, n: Any = 1, seed: Any = 0,
+                           deterministic: Any = False) -> Iterator[Output]:
+        """render_sketch in two steps, for the live canvas: the output (sample 1) as soon as it is
+        ready, then all n samples. Same pictures as one render_sketch call (samples are numbered)."""
+        n, seed, deterministic = _options(n, seed, deterministic)
+        head = self.render_sketch(value, model_id=model_id, n=1, seed=seed, deterministic=deterministic)
+        r, info = self.renderer(model_id), self.info(model_id)
+        sampled = not deterministic and info.dropout_sampling and r.generator.has_dropout
+        if head.image is None or n == 1:
+            yield head
+            return
+        if not sampled:  # every sample is the same picture
+            yield Output(head.image, [head.image] * n, head.edges, head.status, {**head.timings, "n": n})
+            return
+        head.status = _status(info.name, r.device.type, 1, seed, True, False, head.timings["model"],
+                              head.timings["edges"], of=n)
+        head.partial = True
+        yield head
+        t0 = time.perf_counter()
+        try:
+            with self._render_lock:
+                rest = r.generate(head.edges, n=n - 1, seed=seed, first=1)
+        except Exception as e:  # as in _render: say so, log it, keep serving
+            log.exception("render failed (model %s, samples 2-%d)", model_id, n)
+            raise UserMessage(f"Rendering failed ({type(e).__name__}: {e}).") from e
+        model_s = head.timings["model"] + time.perf_counter() - t0
+        samples = [head.image, *rest]
+        timings = {**head.timings, "model": round(model_s, 4), "n": n,
+                   "request": round(head.timings["request"] + time.perf_counter() - t0, 4)}
+        yield Output(head.image, samples, head.edges,
+                     _status(info.name, r.device.type, n, seed, True, False, model_s, head.timings["edges"]), timings)
+
     def render_upload(self, file: Any, *, model_id: str, n: Any = 1, seed: Any = 0,
                       deterministic: Any = False, edges: str = "auto") -> Output:
         """Render an uploaded file: a path, or Gradio's file payload ({"path": ...}) unprocessed.
@@ -266,14 +299,19 @@ class ModelManager:
         timings = {k: round(v, 4) for k, v in result.timings.items()}
         timings["request"] = round(time.perf_counter() - t0, 4)
         samples = result.images
-        if sampled:
-            how = f"{len(samples)} sample{'s' * (len(samples) > 1)}, seed {seed}"
-        else:
-            how = "deterministic" if deterministic else "deterministic (this model is meant to run with dropout off)"
-        status = (f"{info.name} · {how} · model {_ms(result.timings['model'])}, "
-                  f"edges {_ms(result.timings['edges'])} on {r.device.type.upper()}")
+        status = _status(info.name, r.device.type, len(samples), seed, sampled, deterministic,
+                         result.timings["model"], result.timings["edges"])
         timings.update(model_id=model_id, n=len(samples), seed=seed, device=r.device.type)
         return Output(samples[0], samples, result.edges, status, timings)
+
+
+def _status(name: str, device: str, n: int, seed: int, sampled: bool, deterministic: bool, model_s: float,
+            edges_s: float, of: int | None = None) -> str:
+    if sampled:
+        how = f"sample 1 of {of}, seed {seed}" if of else f"{n} sample{'s' * (n > 1)}, seed {seed}"
+    else:
+        how = "deterministic" if deterministic else "deterministic (this model is meant to run with dropout off)"
+    return f"{name} · {how} · model {_ms(model_s)}, edges {_ms(edges_s)} on {device.upper()}"
 
 
 def _options(n: Any, seed: Any, deterministic: Any) -> tuple[int, int, bool]:

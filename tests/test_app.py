@@ -309,6 +309,25 @@ def test_a_forged_canvas_value_is_refused_with_a_message(manager, value, word):
     assert manager.render_sketch(canvas_value(Image.open(CAT).convert("RGB")), model_id=MODELS[0]).image is not None
 
 
+def test_live_render_shows_sample_1_first_then_the_same_samples_as_one_call(manager):
+    value = canvas_value(Image.open(CAT).convert("RGB"))
+    steps = list(manager.render_sketch_live(value, model_id=MODELS[0], n=3, seed=5))
+    whole = manager.render_sketch(value, model_id=MODELS[0], n=3, seed=5)
+    assert [s.partial for s in steps] == [True, False]
+    assert len(steps[0].samples) == 1 and "sample 1 of 3, seed 5" in steps[0].status
+    assert "3 samples, seed 5" in steps[1].status and steps[1].timings["n"] == 3
+    diff = lambda a, b: np.abs(a.astype(int) - b.astype(int)).max()  # noqa: E731 (batch-size rounding)
+    assert max(diff(a, b) for a, b in zip(steps[1].samples, whole.samples)) <= 1
+    assert diff(steps[0].image, whole.image) <= 1 and len({s.tobytes() for s in steps[1].samples}) == 3
+    # one step when there is nothing more to draw: a blank canvas, 1 sample, dropout off
+    assert [len(s.samples) for s in manager.render_sketch_live("", model_id=MODELS[0], n=3)] == [0]
+    assert [len(s.samples) for s in manager.render_sketch_live(value, model_id=MODELS[0], n=1)] == [1]
+    det = list(manager.render_sketch_live(value, model_id=MODELS[0], n=3, deterministic=True))
+    assert len(det) == 1 and len(det[0].samples) == 3 and not det[0].partial
+    with pytest.raises(UserMessage, match="samples must be"):
+        next(manager.render_sketch_live(value, model_id=MODELS[0], n=9))
+
+
 def test_offline_hub_model_keeps_the_current_one(manager, monkeypatch):
     import huggingface_hub.constants
 
