@@ -455,3 +455,35 @@ def test_bench_measures_both_recipes():
     assert set(res) == {"fast", "reference"}
     assert all(r["images_per_s"] > 0 for r in res.values())
     assert "batch 1, fp32" in res["reference"]["recipe"] and "eager" in res["reference"]["recipe"]
+
+
+def test_compare_trains_each_variant_once_and_tables_them(tmp_path):
+    """`python -m train compare patch`: four PatchGAN sizes at one budget, a table and one grid;
+    run again, nothing is retrained; the baseline is one run shared by the loss, patch and ngf suites.
+    128 px: the 286x286 PatchGAN's last InstanceNorm needs more than 1x1 (at 64 px it has 1x1)."""
+    from PIL import Image
+
+    from train.compare import SUITES, run_name
+
+    size = 128
+    data_dir = make_dataset(tmp_path / "data128", size=size, n_train=8, n_test=3)
+
+    schedule = {"n_epochs": 0.25, "n_epochs_decay": 0.25}
+    assert run_name("loss", "L1+cGAN", schedule) == run_name("patch", "70x70", schedule) == run_name("ngf", "ngf 16", schedule)
+    argv = [sys.executable, "-m", "train", "compare", "patch", "--data", str(data_dir), "--out-dir", str(tmp_path),
+            "--epochs", "0.5", "--rows", "3"]
+    subprocess.run(argv, check=True, cwd=REPO, capture_output=True, timeout=600)
+    results = json.loads((tmp_path / "patch" / "results.json").read_text())
+    assert [r["variant"] for r in results] == [label for label, _ in SUITES["patch"]]
+    for r in results:
+        assert r["steps"] == 1 and np.isfinite([r["l1"], r["psnr"], r["ssim"]]).all()
+        cfg = json.loads((Path(r["run"]) / "metrics.json").read_text())["config"]
+        assert cfg["ngf"] == 16 and cfg["norm"] == "instance" and cfg["batch_size"] == 4
+    assert [json.loads((Path(r["run"]) / "metrics.json").read_text())["config"]["n_layers"] for r in results] == [0, 1, 3, 5]
+    table = (tmp_path / "patch" / "results.md").read_text()
+    assert table.count("\n") == 2 + len(results) and "1x1 PixelGAN" in table
+    width, height = Image.open(tmp_path / "patch" / "grid.png").size
+    assert width == 6 * (size + 4) + 4 and height > 3 * (size + 4)  # input | 4 variants | target, 3 rows + labels
+    stamps = [(Path(r["run"]) / "metrics.json").stat().st_mtime for r in results]
+    subprocess.run(argv, check=True, cwd=REPO, capture_output=True, timeout=600)
+    assert [(Path(r["run"]) / "metrics.json").stat().st_mtime for r in results] == stamps

@@ -1,4 +1,4 @@
-"""``python -m train <command> ...``: prepare | fit | evaluate | export | bench.
+"""``python -m train <command> ...``: prepare | fit | evaluate | export | bench | compare.
 
 Each command's options: ``python -m train <command> --help``. Under torchrun:
 ``torchrun --nproc_per_node N -m train fit ...``.
@@ -15,6 +15,7 @@ COMMANDS = {
     "evaluate": "score a model on a held-out split: L1, PSNR, SSIM, edge F1",
     "export": "checkpoint -> model folder (fp16 safetensors + config + model card)",
     "bench": "training images/s: the fast recipe vs the reference recipe",
+    "compare": "ablations and the reference recipe side by side at an equal budget",
 }
 
 
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from train.evaluate import main as run
     elif command == "export":
         from train.export import main as run
+    elif command == "compare":
+        from train.compare import main as run
     else:
         from train.bench import main as run
     return int(run(rest) or 0)

@@ -1,0 +1,257 @@
+"""Controlled comparisons at an equal training budget: the paper's ablations, the width sweep and
+the reference recipe side by side.
+
+    python -m train compare loss   --data data/openmoji-128 --out-dir runs/compare
+    python -m train compare patch  --data data/openmoji-128 --out-dir runs/compare
+    python -m train compare ngf    --data data/openmoji-128 --out-dir runs/compare
+    python -m train compare recipe --data data/openmoji-256 --out-dir runs/compare --seconds 900
+
+Each suite trains its variants with ``python -m train fit`` (one process per variant, so a crash or
+a kill costs one variant; a finished variant is not trained again), then writes into
+``<out-dir>/<suite>/``:
+
+(the runs themselves go to ``<out-dir>/<run>/``)
+
+* ``results.json`` and ``results.md``: per variant the held-out L1, PSNR, SSIM and edge F1 (train/
+  evaluate's numbers, the reference's test mode, seed 0), steps, images seen and wall time;
+* ``grid.png``: one picture comparing them: held-out drawings (cats and shoes first) in rows,
+  input | one column per variant | target.
+
+Budgets. ``loss``, ``patch`` and ``ngf`` give every variant the same schedule: ``--epochs`` epochs
+(half at constant learning rate, half decaying to 0) of the compact recipe (U-Net ngf 16,
+InstanceNorm, batch 4, 1-channel input, PatchGAN ndf 32), changing one thing at a time; the
+variants run one after the other with all cores. ``recipe`` gives the reference recipe (unet_256,
+BatchNorm, batch 1, fp32, vanilla GAN, lambda 100, 286 -> 256 jitter, Adam 2e-4/0.5) and the
+project's recipe the same wall-clock budget (``--seconds``) on the same device; they run at the
+same time with ``--threads`` each (default: the cores split evenly), so both see the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from p2p_demo.image import grid, save_image, to_images
+from p2p_demo.nets import GeneratorConfig, build_generator
+from train.dataset import PairedData
+from train.evaluate import load_model, render_test_mode
+
+log = logging.getLogger(__name__)
+
+# The project's compact recipe: what the bundled openmoji model is trained with.
+COMPACT = {"ngf": 16, "norm": "instance", "in_channels": 1, "batch_size": 4, "ndf": 32}
+# The reference recipe: TrainConfig's defaults, spelled out so the table says what ran.
+REFERENCE = {"ngf": 64, "norm": "batch", "in_channels": 0, "batch_size": 1, "ndf": 64, "amp": "none"}
+
+# suite -> [(label, fit options)]; each changes one thing from the compact recipe's L1 + cGAN, 70x70.
+SUITES: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "loss": [("L1", {"loss": "l1"}), ("cGAN", {"loss": "cgan"}), ("L1+cGAN", {"loss": "l1+cgan"}),
+             ("L1+GAN", {"loss": "l1+gan"})],
+    "patch": [("1x1 PixelGAN", {"n_layers": 0}), ("16x16", {"n_layers": 1}), ("70x70", {"n_layers": 3}),
+              ("286x286", {"n_layers": 5})],
+    "ngf": [("ngf 8", {"ngf": 8}), ("ngf 16", {"ngf": 16}), ("ngf 32", {"ngf": 32})],
+    "recipe": [("reference recipe", REFERENCE), ("project recipe", COMPACT)],
+}
+# OpenMoji's held-out cats and shoes first (the test split has two cats and a sandal), then a spread.
+ROW_PATTERNS = (r"cat face", r"kissing cat", r"sandal|shoe|boot", r"tropical fish", r"grinning face", r"house",
+                r"\bdog\b", r"\bcar\b")
+METRICS = ("l1", "psnr", "ssim", "edge_f1")
+
+
+def run_name(suite: str, label: str, schedule: dict[str, Any]) -> str:
+    """The variant's run folder. loss/patch/ngf name runs by what they train, so a variant two suites
+    share (the compact L1 + cGAN, 70x70, ngf 16 baseline is in all three) is trained once."""
+    if suite == "recipe":
+        return "recipe-" + "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-") + \
+            f"-{schedule['max_seconds']:g}s"
+    o = {"loss": "l1+cgan", "n_layers": 3, **COMPACT, **dict(SUITES[suite])[label]}
+    return f"{o['loss']}-d{o['n_layers']}-ngf{o['ngf']}-{schedule['n_epochs'] + schedule['n_epochs_decay']:g}ep"
+
+
+def fit_argv(data: str, out_dir: Path, name: str, options: dict[str, Any], schedule: dict[str, Any]) -> list[str]:
+    merged = {**options, **schedule}
+    argv = [sys.executable, "-m", "train", "fit", "--data", data, "--out-dir", str(out_dir), "--name", name,
+            "--no-progress", "--checkpoint-every", "200", "--sample-every", "0"]
+    for key, value in merged.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv
+
+
+def train_variants(suite: str, data: str, out_dir: Path, schedule: dict[str, Any], parallel: bool) -> None:
+    """Run ``fit`` for every variant of the suite that has no metrics.json yet; resume a killed one."""
+    procs: list[tuple[Path, subprocess.Popen]] = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for label, options in SUITES[suite]:
+        name = run_name(suite, label, schedule)
+        folder = out_dir / name
+        if (folder / "metrics.json").exists():
+            log.info("%s: done already (%s)", label, folder)
+            continue
+        base = {} if suite == "recipe" else COMPACT
+        argv = fit_argv(data, out_dir, name, {**base, **options}, schedule)
+        if (folder / "checkpoints" / "last.pt").exists():
+            argv = argv[:4] + ["--resume", "--out-dir", str(out_dir), "--name", name, "--no-progress"]
+        log.info("%s: %s", label, " ".join(argv[1:]))
+        logf = out_dir / f"{name}.log"
+        with open(logf, "a") as f:
+            proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+        procs.append((logf, proc))
+        if not parallel and proc.wait():
+            raise SystemExit(f"compare: {label} failed, see {logf}")
+    for logf, proc in procs:
+        if proc.wait():
+            raise SystemExit(f"compare: a run failed, see {logf}")
+
+
+def pick_rows(data: str, count: int) -> list[int]:
+    import re
+
+    from train.prepare import load_prepared
+
+    d = load_prepared(data, "test")
+    ann = [str(a) for a in d.get("annotations", d["names"])]
+    chosen: list[int] = []
+    for pattern in ROW_PATTERNS:
+        hit = next((i for i, a in enumerate(ann) if re.search(pattern, a) and i not in chosen), None)
+        if hit is not None:
+            chosen.append(hit)
+    for i in range(0, len(ann), max(1, len(ann) // count)):  # never short
+        if len(chosen) >= count:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return chosen[:count]
+
+
+def labelled(image: np.ndarray, labels: Sequence[str], cell: int, pad: int = 4, band: int = 18) -> np.ndarray:
+    """The grid with a white band on top naming each column."""
+    h, w = image.shape[:2]
+    canvas = Image.new("RGB", (w, h + band), "white")
+    canvas.paste(Image.fromarray(image), (0, band))
+    draw = ImageDraw.Draw(canvas)
+    for j, text in enumerate(labels):
+        x = pad + j * (cell + pad)
+        draw.text((x + 2, 3), text, fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def comparison_grid(suite: str, data: str, out_dir: Path, schedule: dict[str, Any], rows: int,
+                    seed: int = 0) -> np.ndarray:
+    held_out = PairedData.load(data, "test")
+    idx = pick_rows(data, rows)
+    columns: list[list[np.ndarray]] = []
+    for label, _ in SUITES[suite]:
+        G, _ = load_model(str(out_dir / run_name(suite, label, schedule) / "checkpoints" / "last.pt"))
+        a, _ = held_out.pairs(torch.tensor(idx), G.config.in_channels)
+        # Row k keeps its held-out index's dropout seed, as in evaluate.
+        outs = [to_images(render_test_mode(G, a[k : k + 1], seed, first_index=i))[0] for k, i in enumerate(idx)]
+        columns.append(outs)
+    table = []
+    for k, i in enumerate(idx):
+        target = held_out.B[i].permute(1, 2, 0).numpy()
+        table.append([held_out.A[i].numpy(), *(col[k] for col in columns), target])
+    labels = ["input", *(label for label, _ in SUITES[suite]), "target"]
+    return labelled(grid(table), labels, held_out.size)
+
+
+def collect(suite: str, out_dir: Path, schedule: dict[str, Any]) -> list[dict[str, Any]]:
+    results = []
+    for label, options in SUITES[suite]:
+        name = run_name(suite, label, schedule)
+        m = json.loads((out_dir / name / "metrics.json").read_text())
+        ev = m.get("eval") or {}
+        results.append({"variant": label, "options": options, "steps": m["steps"], "images_seen": m["images_seen"],
+                        "wall_time_s": round(m["wall_time_s"], 1), "images_per_s": round(m["images_per_s"], 2),
+                        **{k: ev.get(k) for k in METRICS}, "n": ev.get("n"), "run": str(out_dir / name)})
+    return results
+
+
+def generator_ms(config: GeneratorConfig, size: int, repeats: int = 30) -> tuple[float, str, int]:
+    """Median time of one dropout-on sample on a size x size drawing, through the app's Renderer
+    (its CPU backend: ONNX Runtime when installed), for a generator like ``config`` made as deep
+    as ``size`` needs (a 1x1 bottleneck, as shipped). Timing does not depend on the weights."""
+    from types import SimpleNamespace
+
+    from p2p_demo.render import Renderer
+
+    G = build_generator(GeneratorConfig.from_dict({**config.to_dict(), "num_downs": int(math.log2(size))}))
+    r = Renderer(G, SimpleNamespace(line_style=None, input="edges"), device="cpu")
+    drawing = np.full((size, size), 255, np.uint8)
+    drawing[size // 4 : 3 * size // 4, size // 2] = 0
+    for _ in range(3):
+        r.generate(drawing, n=1, seed=0)
+    times = []
+    for k in range(repeats):
+        t = time.perf_counter()
+        r.generate(drawing, n=1, seed=k)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3), r.backend, sum(t.numel() for t in G.parameters())
+
+
+def markdown(results: list[dict[str, Any]], extra: Sequence[str] = ()) -> str:
+    head = ["variant", "L1 ↓", "PSNR ↑", "SSIM ↑", "edge F1 ↑", "steps", "images", "wall s", *extra]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        cells = [r["variant"], f"{r['l1']:.3f}", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}",
+                 f"{r['edge_f1']:.3f}" if r["edge_f1"] is not None else "–", str(r["steps"]), str(r["images_seen"]),
+                 f"{r['wall_time_s']:.0f}", *(str(r.get(k, "")) for k in extra)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m train compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("suite", choices=sorted(SUITES))
+    p.add_argument("--data", required=True, help="prepared dataset folder with a test split")
+    p.add_argument("--out-dir", default="runs/compare")
+    p.add_argument("--epochs", type=float, default=2.0, help="loss/patch/ngf: epochs per variant (half decay)")
+    p.add_argument("--seconds", type=float, default=900.0, help="recipe: wall-clock budget per recipe")
+    p.add_argument("--threads", type=int, default=0, help="recipe: CPU threads per run (0 = cores / 2)")
+    p.add_argument("--rows", type=int, default=6, help="held-out drawings in the grid")
+    p.add_argument("--speed-size", type=int, default=256, help="ngf: image side for the generator timing")
+    args = p.parse_args(argv)
+
+    out_dir = Path(args.out_dir)
+    suite_dir = out_dir / args.suite
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    if args.suite == "recipe":
+        threads = args.threads or max(1, (os.cpu_count() or 2) // 2)
+        schedule = {"max_seconds": args.seconds, "workers": threads, "n_epochs": 100, "n_epochs_decay": 100}
+    else:
+        schedule = {"n_epochs": args.epochs / 2, "n_epochs_decay": args.epochs / 2}
+    train_variants(args.suite, args.data, out_dir, schedule, parallel=args.suite == "recipe")
+
+    results = collect(args.suite, out_dir, schedule)
+    extra: list[str] = []
+    if args.suite == "ngf":
+        speed = f"CPU ms @{args.speed_size}²"
+        for r in results:
+            G, _ = load_model(str(Path(r["run"]) / "checkpoints" / "last.pt"))
+            ms_, backend, params = generator_ms(G.config, args.speed_size)
+            r[f"params (M) @{args.speed_size}²"] = round(params / 1e6, 2)
+            r[speed] = round(ms_, 1)
+            r["backend"] = backend
+        extra = [f"params (M) @{args.speed_size}²", speed]
+    (suite_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (suite_dir / "results.md").write_text(markdown(results, extra))
+    save_image(comparison_grid(args.suite, args.data, out_dir, schedule, args.rows), suite_dir / "grid.png")
+    print(markdown(results, extra))
+    print(f"wrote {suite_dir / 'results.md'} and {suite_dir / 'grid.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
