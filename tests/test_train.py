@@ -440,6 +440,15 @@ def test_command_line_flags_map_onto_the_config(data_dir):
     assert main([]) == 2 and main(["nope"]) == 2
 
 
+def test_a_patchgan_too_deep_for_the_images_is_refused_up_front(data_dir, tmp_path):
+    with pytest.raises(fit_mod.ConfigError, match=r"--n-layers 5 needs images of at least 96 px; these are 64 px "
+                                                  r"\(use --n-layers 4 or less"):
+        fit_mod.fit(tiny(data_dir, tmp_path, n_layers=5, norm="instance"))
+    assert not (tmp_path / "run").exists()
+    fit_mod.check_patchgan_fits(4, 64)  # 64 / 16 = 4: fits
+    fit_mod.check_patchgan_fits(0, 16)  # PixelGAN: 1x1 convs, any size
+
+
 def test_max_seconds_stops_a_run(data_dir, tmp_path):
     m = fit_mod.fit(tiny(data_dir, tmp_path, max_seconds=1e-6))
     assert m["steps"] == 1  # stops after the step that went over budget, with a checkpoint

@@ -56,6 +56,20 @@ class CheckpointError(OSError):
     """A checkpoint could not be written; the previous one is untouched."""
 
 
+class ConfigError(ValueError):
+    """The options cannot train on this data (said before any work is done)."""
+
+
+def check_patchgan_fits(n_layers: int, size: int) -> None:
+    """A PatchGAN with n_layers stride-2 convolutions then a stride-1 one and the 4x4 output conv
+    (each -1 px) needs size / 2**n_layers >= 3, or its last normalised map is 1x1 (InstanceNorm
+    and training-mode BatchNorm at batch 1 cannot normalise one value) and its output empty."""
+    if n_layers > 0 and size >> n_layers < 3:
+        fits = max(k for k in range(6) if k == 0 or size >> k >= 3)
+        raise ConfigError(f"--n-layers {n_layers} needs images of at least {3 << n_layers} px; these are {size} px "
+                          f"(use --n-layers {fits} or less, or prepare the data at a larger --size)")
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, os.replace.
 
@@ -443,6 +457,7 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
     if held_out is None and main:
         log.warning("no test split in %s: sample grids use training pairs and no final evaluation runs", cfg.data)
     in_ch, out_ch = cfg.in_channels or train.channels, train.channels
+    check_patchgan_fits(cfg.n_layers, train.size)
     spe = steps_per_epoch(len(train), cfg.batch_size, world)
     trainer = Trainer(cfg, size=train.size, in_channels=in_ch, out_channels=out_ch, device=device,
                       steps_per_epoch=spe, world=world)
@@ -648,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"fit: {e}") from e
     try:
         metrics = fit(cfg)
-    except (CheckpointError, FileExistsError, FileNotFoundError, NotPrepared) as e:
+    except (CheckpointError, ConfigError, FileExistsError, FileNotFoundError, NotPrepared) as e:
         raise SystemExit(f"fit: {e}") from e
     if metrics:
         ev = metrics.get("eval") or {}
