@@ -52,13 +52,17 @@ def _runner(r, size: int):
 
 
 def memory_growth(model: str, backend: str, sizes: list[int]) -> dict[int, float]:
-    """Peak MB above the loaded model per size, in a fresh process (VmHWM only ever grows)."""
-    cmd = [sys.executable, "-m", "bench.cpu", "--probe", backend, "--model", model, "--sizes", *map(str, sizes)]
+    """Peak MB above the loaded model per size, one fresh process per size: VmHWM only ever grows,
+    so in one process a size padded up to the next (128 -> 256) would hide that size's own peak."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    if out.returncode != 0:
-        raise RuntimeError(f"memory probe failed: {out.stderr.strip()[-500:]}")
-    return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+    peaks: dict[int, float] = {}
+    for size in sizes:
+        cmd = [sys.executable, "-m", "bench.cpu", "--probe", backend, "--model", model, "--sizes", str(size)]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"memory probe failed: {out.stderr.strip()[-500:]}")
+        peaks.update({int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()})
+    return peaks
 
 
 def _hwm_mb() -> float:
@@ -164,19 +168,26 @@ def run(sizes: list[int], budget: float = 8.0) -> str:
                 rows.append((m.name, b, f"{s}" + (f"->{side}" if side != s else ""), ms(t.median), ms(t.p95),
                              ms(t.cpu_median), ms(tr.median), f"{speedup:.2f}x", ms(c.median),
                              f"{cpu_speedup:.2f}x" if cpu_speedup else "", f"{c.median / cpu[base][b].median:.2f}",
-                             mb, f"{mb / mb0:.2f}" if mb0 == mb0 and mb0 > 0 else "-"))
+                             mb, f"{mb / mb0:.2f}" if mb0 == mb0 and mb0 >= 1.0 else "-"))
                 if s == base and b == "onnx":
                     summary.append((m.name, speedup, cpu_speedup, ms(t.median), ms(t.cpu_median)))
             if 512 in sizes and 256 in sizes:
                 growth = cpu[512][b].median / cpu[256][b].median
-                mgrowth = mem.get(b, {}).get(512, float("nan")) / max(mem.get(b, {}).get(256, float("nan")), 1e-9)
-                ok = growth <= GOAL_GROWTH and mgrowth <= GOAL_GROWTH
+                m256, m512 = mem.get(b, {}).get(256, float("nan")), mem.get(b, {}).get(512, float("nan"))
+                if m256 >= 1.0:
+                    mgrowth = m512 / m256
+                    mem_text, mem_ok = f"peak memory {mgrowth:.2f}x", mgrowth <= GOAL_GROWTH
+                else:  # below VmHWM's resolution above the loaded model: no ratio to speak of
+                    mem_text = f"peak memory: 256² adds {m256:.1f} MB above the loaded model, 512² {m512:.1f} MB (no ratio)"
+                    mem_ok = m512 == m512 and m512 < 100
+                ok = growth <= GOAL_GROWTH and mem_ok
                 notes.append(f"{m.name} {b}: 512² / 256²: CPU time {growth:.2f}x, wall {wall[512][b].median / wall[256][b].median:.2f}x, "
-                             f"peak memory {mgrowth:.2f}x (goal <= {GOAL_GROWTH}x: {'met' if ok else 'NOT met'})")
-    for name, speedup, cpu_speedup, measured, cpu_bound in summary:
+                             f"{mem_text} (goal <= {GOAL_GROWTH}x: {'met' if ok else 'NOT met'})")
+    for i, (name, speedup, cpu_speedup, measured, cpu_bound) in enumerate(summary):
         bound = min(measured, cpu_bound)  # load only slows a call down: both bound the quiet time
         ok = cpu_speedup >= GOAL_SPEEDUP and bound <= GOAL_MS
-        notes.append(f"goal (256², onnx): >= {GOAL_SPEEDUP}x the reference and <= {GOAL_MS:.0f} ms quiet: {name} "
+        which = "goal (default model, 256², onnx)" if i == 0 else "for comparison (256², onnx; the goal is the default model's)"
+        notes.append(f"{which}: >= {GOAL_SPEEDUP}x the reference and <= {GOAL_MS:.0f} ms quiet: {name} "
                      f"{cpu_speedup:.2f}x on 1-thread CPU time ({speedup:.2f}x wall under this load), "
                      f"<= {bound:.1f} ms quiet (the lower of wall p50 {measured:.1f} and cpu 2t {cpu_bound:.1f}): "
                      f"{'met' if ok else 'NOT met'}")
@@ -184,7 +195,7 @@ def run(sizes: list[int], budget: float = 8.0) -> str:
               "cpu 2t: CPU time of those same calls (all threads), an upper bound of the quiet wall time",
               "cpu 1t: CPU time with 1 thread; x cpu = reference / candidate on that clock (work ratio)",
               "t/t256: 1-thread CPU-time growth with pixel count; peak MB: resident memory one forward pass adds "
-              "above the loaded model (fresh process per backend, VmHWM); sizes below the model's multiple are padded up"]
+              "above the loaded model (a fresh process per backend and size, VmHWM); sizes below the model's multiple are padded up"]
     header = ("model", "backend", "size", "wall p50", "wall p95", "cpu 2t", "ref wall p50", "x wall", "cpu 1t",
               "x cpu", "t/t256", "peak MB", "mem/mem256")
     return table("CPU: generator, batch 1, fp32, one dropout-on sample (times in ms)", header, rows, notes, threads)
