@@ -7,6 +7,7 @@ P2P_DEFAULT_MODEL picks the model loaded at start.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -124,26 +125,31 @@ def _atomic_output_cache() -> None:
     pu.save_pil_to_cache = save_pil_to_cache
 
 
+@contextlib.contextmanager
+def _as_toast():
+    """A UserMessage becomes a Gradio error toast (and an error for API clients)."""
+    try:
+        yield
+    except UserMessage as e:
+        raise gr.Error(str(e), print_exception=False) from None
+
+
 def _shown(fn):
-    """Turn a UserMessage into a Gradio error toast (and an error for API clients); generator
-    functions (the live canvas streams its render) are wrapped as generators."""
+    """``fn`` with its UserMessages shown as toasts; a generator function (the live canvas streams
+    its render) stays a generator."""
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def stream(*args, **kwargs):
-            try:
+            with _as_toast():
                 yield from fn(*args, **kwargs)
-            except UserMessage as e:
-                raise gr.Error(str(e), print_exception=False) from None
 
         return stream
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
+        with _as_toast():
             return fn(*args, **kwargs)
-        except UserMessage as e:
-            raise gr.Error(str(e), print_exception=False) from None
 
     return wrapper
 
@@ -165,10 +171,10 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
     @_shown
     def render_sketch(value, model, n, seed, deterministic):
         """The output as soon as sample 1 is ready (the gallery keeps the last samples meanwhile),
-        then all samples. Also returns the drawing, kept in a State for re-renders."""
+        then all samples."""
         for out in manager.render_sketch_live(value, model_id=model, n=n, seed=seed, deterministic=deterministic):
             image, samples, edges, status, timings = _outputs(out)
-            yield image, gr.skip() if out.partial else samples, edges, status, timings, value
+            yield image, gr.skip() if out.partial else samples, edges, status, timings
 
     @_gpu
     @_shown
@@ -185,9 +191,9 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         return sketch.encode(load_image(ours))
 
     def render_active(tab, drawing, photo, model, n, seed, deterministic, edges):
-        """Re-render whichever tab is showing (the drawing comes from the State, not the canvas)."""
+        """Re-render whichever tab is showing."""
         if tab == "photo":
-            yield (*render_photo(photo, model, n, seed, deterministic, edges), gr.skip())
+            yield render_photo(photo, model, n, seed, deterministic, edges)
         else:
             yield from render_sketch(drawing, model, n, seed, deterministic)
 
@@ -212,8 +218,6 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
                     "Or upload a photo in the *Photo* tab.")
         model_state = gr.State(manager.default)  # the model that is loaded and working
         active = gr.State("sketch")  # the tab whose input is rendered when an option changes
-        # The last drawing (the canvas' PNG data URL), for re-renders when an option changes.
-        drawing = gr.State("")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=300):
                 with gr.Tabs():
@@ -259,25 +263,25 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         # uploads itself, with load_image, which explains bad files.
         live = dict(trigger_mode="always_last", concurrency_limit=1, concurrency_id="render",
                     api_visibility="private", preprocess=False)
-        everything = [active, drawing, photo, model_state, n, seed, deterministic, photo_edges]
+        everything = [active, canvas, photo, model_state, n, seed, deterministic, photo_edges]
 
-        canvas.change(render_sketch, [canvas, model_state, n, seed, deterministic], outs + [drawing],
+        canvas.change(render_sketch, [canvas, model_state, n, seed, deterministic], outs,
                       show_progress="hidden", **live)
         gr.on([photo.change, photo_edges.change], render_photo,
               [photo, model_state, n, seed, deterministic, photo_edges], outs,
               show_progress="minimal", **live)
         sketch_tab.select(lambda: "sketch", None, active, api_visibility="private", queue=False).then(
-            render_active, everything, outs + [drawing], show_progress="hidden", **live)
+            render_active, everything, outs, show_progress="hidden", **live)
         photo_tab.select(lambda: "photo", None, active, api_visibility="private", queue=False).then(
-            render_active, everything, outs + [drawing], show_progress="hidden", **live)
+            render_active, everything, outs, show_progress="hidden", **live)
         # .change also fires when 🎲 sets the seed; always_last folds a slider drag into one render.
-        gr.on([n.change, seed.change, deterministic.change], render_active, everything, outs + [drawing],
+        gr.on([n.change, seed.change, deterministic.change], render_active, everything, outs,
               show_progress="hidden", **live)
         roll.click(new_seed, None, seed, api_visibility="private", queue=False)
         model.input(switch_model, [model, model_state], [model, model_state, model_info],
                     show_progress="full", show_progress_on=[model_info], concurrency_limit=1,
                     concurrency_id="switch", api_visibility="private").then(
-            render_active, everything, outs + [drawing], show_progress="hidden", **live)
+            render_active, everything, outs, show_progress="hidden", **live)
 
         # The public API: an image file + options. Gradio does not decode the upload
         # (preprocess=False); load_image does, so every bad file gets the same clear message.
