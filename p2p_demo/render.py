@@ -192,7 +192,9 @@ class Renderer:
 
         Samples are numbered: sample k's dropout masks come from ``sample_seed(seed, k)``, and this
         returns samples ``first .. first + n - 1``, so a request can be rendered in parts (the
-        first sample at once, the rest after) and give exactly the pictures of one call. On CUDA, running out of memory retries with half the batch, down to one sample at a time,
+        first sample at once, the rest after) and give exactly the pictures of one call.
+
+        On CUDA, running out of memory retries with half the batch, down to one sample at a time,
         then renders the rest on the CPU; ``self.notes`` says when that happened.
         """
         if n < 1 or first < 0:

@@ -228,7 +228,7 @@ class ModelManager:
         n, seed, deterministic = _options(n, seed, deterministic)
         head = self.render_sketch(value, model_id=model_id, n=1, seed=seed, deterministic=deterministic)
         r, info = self.renderer(model_id), self.info(model_id)
-        sampled = not deterministic and info.dropout_sampling and r.generator.has_dropout
+        sampled = _sampled(r, info, deterministic)
         if head.image is None or n == 1:
             yield head
             return
@@ -278,8 +278,7 @@ class ModelManager:
         n, seed, deterministic = _options(n, seed, deterministic)
         r = self.renderer(model_id)
         info = self.info(model_id)
-        # Models published for dropout-off rendering (the huggan ones) give noise with dropout on.
-        sampled = not deterministic and info.dropout_sampling and r.generator.has_dropout
+        sampled = _sampled(r, info, deterministic)
         t0 = time.perf_counter()
         try:
             with self._render_lock:
@@ -303,6 +302,12 @@ class ModelManager:
                          result.timings["model"], result.timings["edges"])
         timings.update(model_id=model_id, n=len(samples), seed=seed, device=r.device.type)
         return Output(samples[0], samples, result.edges, status, timings)
+
+
+def _sampled(r: Any, info: Any, deterministic: bool) -> bool:
+    """Whether samples differ: dropout on, unless asked off or the model is not made for it
+    (models published for dropout-off rendering, the huggan ones, give noise with dropout on)."""
+    return not deterministic and info.dropout_sampling and r.generator.has_dropout
 
 
 def _status(name: str, device: str, n: int, seed: int, sampled: bool, deterministic: bool, model_s: float,

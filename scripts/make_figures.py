@@ -11,7 +11,6 @@ writes  heldout.png   held-out drawings: input | output | target (the reference'
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +20,7 @@ import cv2
 
 from p2p_demo.image import grid, load_image, resize, save_image
 from p2p_demo.render import Renderer
-
-
-def pick(annotations: list[str], patterns: list[str], limit: int) -> list[int]:
-    chosen: list[int] = []
-    for pattern in patterns:
-        for i, a in enumerate(annotations):
-            if re.search(pattern, a) and i not in chosen:
-                chosen.append(i)
-                break
-    # Fill up with drawings spread over the split, so the grid is never short.
-    step = max(1, len(annotations) // limit)
-    for i in range(0, len(annotations), step):
-        if len(chosen) >= limit:
-            break
-        if i not in chosen:
-            chosen.append(i)
-    return chosen[:limit]
+from train.dataset import pick_examples
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
         d = load_prepared(args.data, "test")
         ann = [str(a) for a in d.get("annotations", d["names"])]
-        idx = pick(ann, args.patterns, 8)
+        idx = pick_examples(ann, args.patterns, 8)
         rows = []
         for i in idx:
             a, b = d["A"][i], d["B"][i]

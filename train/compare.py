@@ -45,7 +45,7 @@ from PIL import Image, ImageDraw
 
 from p2p_demo.image import grid, save_image, to_images
 from p2p_demo.nets import GeneratorConfig, build_generator
-from train.dataset import PairedData
+from train.dataset import PairedData, pick_examples
 from train.evaluate import load_model, render_test_mode
 
 log = logging.getLogger(__name__)
@@ -116,23 +116,10 @@ def train_variants(suite: str, data: str, out_dir: Path, schedule: dict[str, Any
 
 
 def pick_rows(data: str, count: int) -> list[int]:
-    import re
-
     from train.prepare import load_prepared
 
     d = load_prepared(data, "test")
-    ann = [str(a) for a in d.get("annotations", d["names"])]
-    chosen: list[int] = []
-    for pattern in ROW_PATTERNS:
-        hit = next((i for i, a in enumerate(ann) if re.search(pattern, a) and i not in chosen), None)
-        if hit is not None:
-            chosen.append(hit)
-    for i in range(0, len(ann), max(1, len(ann) // count)):  # never short
-        if len(chosen) >= count:
-            break
-        if i not in chosen:
-            chosen.append(i)
-    return chosen[:count]
+    return pick_examples([str(a) for a in d.get("annotations", d["names"])], ROW_PATTERNS, count)
 
 
 def labelled(image: np.ndarray, labels: Sequence[str], cell: int, pad: int = 4, band: int = 18) -> np.ndarray:

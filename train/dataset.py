@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -157,3 +157,21 @@ class Jitter:
         x = x[torch.arange(n, device=dev)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (n, S, S, ch)
         x = x.permute(0, 3, 1, 2).contiguous()
         return x[:, :ca], x[:, ca:]
+
+
+def pick_examples(annotations: Sequence[str], patterns: Sequence[str], limit: int) -> list[int]:
+    """Indices for a figure: the first item matching each regex pattern (in the patterns' order),
+    then items spread evenly over the split until there are ``limit``."""
+    import re
+
+    chosen: list[int] = []
+    for pattern in patterns:
+        hit = next((i for i, a in enumerate(annotations) if re.search(pattern, a) and i not in chosen), None)
+        if hit is not None:
+            chosen.append(hit)
+    for i in range(0, len(annotations), max(1, len(annotations) // limit)):  # never short
+        if len(chosen) >= limit:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return chosen[:limit]
