@@ -34,6 +34,7 @@ class GeneratorConfig:
     num_downs: int = 8  # 8 = reference unet_256 (1x1 bottleneck at 256 px), 7 = unet_128
     norm: str = "batch"  # batch | instance
     dropout: bool = True
+    dropout_p: float = 0.5  # the reference's rate; the chance each decoder unit is dropped
     layout: str = "reference"  # reference (authors' .pth keys) | huggan (Hub pytorch_model.bin keys)
 
     def __post_init__(self) -> None:
@@ -43,6 +44,8 @@ class GeneratorConfig:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
         if self.num_downs < 5:
             raise ValueError(f"num_downs must be at least 5, got {self.num_downs}")
+        if not 0.0 < self.dropout_p < 1.0:
+            raise ValueError(f"dropout_p must be between 0 and 1 (exclusive), got {self.dropout_p}")
         if self.layout == "huggan" and (self.num_downs, self.norm) != (8, "instance"):
             raise ValueError("the huggan layout is fixed: num_downs=8, norm='instance'")
 
@@ -178,7 +181,7 @@ class _SkipBlock(nn.Module):
         outermost: bool = False,
         innermost: bool = False,
         norm: str = "batch",
-        dropout: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.outermost = outermost
@@ -196,7 +199,7 @@ class _SkipBlock(nn.Module):
             layers = [nn.LeakyReLU(0.2, True), down, _norm(norm, inner), sub,
                       nn.ReLU(True), up, _norm(norm, outer)]
             if dropout:
-                layers.append(SeededDropout(0.5))
+                layers.append(SeededDropout(dropout))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,9 +220,10 @@ class UNetGenerator(_SamplingMixin, nn.Module):
             raise ValueError("UNetGenerator builds the reference layout; use build_generator()")
         self.config = config
         c, ngf, norm = config, config.ngf, config.norm
+        p = c.dropout_p if c.dropout else 0.0
         block = _SkipBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
         for _ in range(c.num_downs - 5):
-            block = _SkipBlock(ngf * 8, ngf * 8, sub=block, norm=norm, dropout=c.dropout)
+            block = _SkipBlock(ngf * 8, ngf * 8, sub=block, norm=norm, dropout=p)
         block = _SkipBlock(ngf * 4, ngf * 8, sub=block, norm=norm)
         block = _SkipBlock(ngf * 2, ngf * 4, sub=block, norm=norm)
         block = _SkipBlock(ngf, ngf * 2, sub=block, norm=norm)
@@ -235,14 +239,14 @@ class UNetGenerator(_SamplingMixin, nn.Module):
 
 
 class _Down(nn.Module):
-    def __init__(self, cin: int, cout: int, *, normalize: bool = True, dropout: bool = False) -> None:
+    def __init__(self, cin: int, cout: int, *, normalize: bool = True, dropout: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]
         if normalize:
             layers.append(nn.InstanceNorm2d(cout))
         layers.append(nn.LeakyReLU(0.2))
         if dropout:
-            layers.append(SeededDropout(0.5))
+            layers.append(SeededDropout(dropout))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,7 +254,7 @@ class _Down(nn.Module):
 
 
 class _Up(nn.Module):
-    def __init__(self, cin: int, cout: int, *, dropout: bool = False) -> None:
+    def __init__(self, cin: int, cout: int, *, dropout: float = 0.0) -> None:
         super().__init__()
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
@@ -258,7 +262,7 @@ class _Up(nn.Module):
             nn.ReLU(inplace=True),
         ]
         if dropout:
-            layers.append(SeededDropout(0.5))
+            layers.append(SeededDropout(dropout))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -273,7 +277,7 @@ class HugganUNet(_SamplingMixin, nn.Module):
         if config.layout != "huggan":
             raise ValueError("HugganUNet builds the huggan layout; use build_generator()")
         self.config = config
-        d, g = config.dropout, config.ngf
+        d, g = (config.dropout_p if config.dropout else 0.0), config.ngf
         self.down1 = _Down(config.in_channels, g, normalize=False)
         self.down2 = _Down(g, g * 2)
         self.down3 = _Down(g * 2, g * 4)
