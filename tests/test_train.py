@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from p2p_demo.edges import LineStyle, apply_box, photo_to_edges
+from p2p_demo.nets import GeneratorConfig, SeededDropout, build_generator
 from p2p_demo.image import resize, to_tensor
 from train import fit as fit_mod
 from train.config import GAN_MODES, LOSSES, TrainConfig
@@ -292,7 +293,7 @@ fit.save_checkpoint({{"step": 2, "w": torch.zeros(4)}}, {str(path)!r})
 """
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 240  # importing torch on a busy 2-core machine can take a minute
         while not writing.exists():
             assert proc.poll() is None, "the writer exited early"
             assert time.time() < deadline, "the writer never started writing"
@@ -422,6 +423,53 @@ def test_export_round_trips_through_hub(trained, tmp_path):
 # command line, bench
 
 
+def test_budget_schedule_lays_the_same_shape_over_the_wall_clock():
+    t = make_trainer(TrainConfig(ngf=8, ndf=8, n_epochs=1, n_epochs_decay=3, lr_schedule="budget",
+                                 max_seconds=100), spe=5)
+    factors = []
+    for used in (0.0, 0.2, 0.25, 0.625, 1.0, 1.3):
+        t.budget_used = used
+        factors.append(t.lr_factor(7))  # the step does not matter, only the share of the budget
+    assert factors == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.0, 0.0])
+    with pytest.raises(ValueError, match="--max-seconds"):
+        TrainConfig(lr_schedule="budget")
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="cosine", max_seconds=10)
+
+
+def test_a_budget_run_reaches_lr_zero_when_its_time_is_up(data_dir, tmp_path, monkeypatch):
+    # A clock that moves 50 ms each time it is read: the run's length no longer depends on how
+    # busy the machine is (fit reads it a few times a step), while fit's own logic is untouched.
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(fit_mod.time, "perf_counter", lambda: 0.05 * next(ticks))
+    m = fit_mod.fit(tiny(data_dir, tmp_path, max_seconds=3.0, lr_schedule="budget", n_epochs=0.0,
+                         n_epochs_decay=10_000.0, log_every=1))
+    lrs = [r["lr"] for r in m["history"]]
+    assert 5 < m["steps"] < 100  # the clock stopped it, not the 10,000 epochs
+    assert lrs[0] > 0.8 * 2e-4 and lrs[-1] < 0.1 * 2e-4, (lrs[0], lrs[-1])
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))  # decays with the clock, never back up
+
+    # Stopped half-way and resumed, it carries on from the time already spent, not from the full lr.
+    fit_mod.fit(tiny(data_dir, tmp_path, name="split", max_seconds=3.0, lr_schedule="budget", n_epochs=0.0,
+                     n_epochs_decay=10_000.0, log_every=1, max_steps=m["steps"] // 2))
+    resumed = fit_mod.fit(config_from_args(["--resume", "--out-dir", str(tmp_path), "--name", "split",
+                                            "--max-steps", "0", "--no-progress"]))
+    lrs = [r["lr"] for r in resumed["history"]]
+    assert resumed["steps"] > m["steps"] // 2 + 2 and lrs[-1] < 0.1 * 2e-4
+    assert all(b <= a for a, b in zip(lrs, lrs[1:])), lrs
+
+
+def test_dropout_rate_reaches_the_generator_and_its_checkpoint(data_dir, tmp_path):
+    fit_mod.fit(tiny(data_dir, tmp_path, max_steps=1, dropout_p=0.2))
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["generator_config"]["dropout_p"] == 0.2
+    G = build_generator(GeneratorConfig.from_dict(ckpt["generator_config"]))
+    rates = {m.p for m in G.modules() if isinstance(m, SeededDropout)}
+    assert rates == {0.2}
+    with pytest.raises(ValueError, match="dropout_p"):
+        TrainConfig(dropout_p=1.0)
+
+
 def test_command_line_flags_map_onto_the_config(data_dir):
     cfg = config_from_args(["--data", str(data_dir), "--loss", "l1+gan", "--gan-mode", "hinge", "--lambda-l1", "10",
                             "--n-layers", "1", "--ngf", "16", "--num-downs", "5", "--norm", "instance", "--no-dropout",
@@ -466,6 +514,19 @@ def test_bench_measures_both_recipes():
     assert "batch 1, fp32" in res["reference"]["recipe"] and "eager" in res["reference"]["recipe"]
 
 
+def test_a_changed_recipe_is_a_new_run_not_a_stale_one(monkeypatch):
+    from train import compare
+
+    timed = {"max_seconds": 900}
+    before = compare.run_name("recipe", "project recipe", timed)
+    assert before != compare.run_name("recipe", "reference recipe", timed)
+    assert before != compare.run_name("recipe", "project recipe", {"max_seconds": 1800})
+    monkeypatch.setitem(compare.SUITES, "recipe", [("reference recipe", compare.REFERENCE),
+                                                   ("project recipe", {**compare.BUDGETED, "lr": 5e-4})])
+    assert compare.run_name("recipe", "project recipe", timed) != before
+    assert compare.SUITES["recipe"][1][1]["lr_schedule"] == "budget"
+
+
 def test_compare_trains_each_variant_once_and_tables_them(tmp_path):
     """`python -m train compare patch`: four PatchGAN sizes at one budget, a table and one grid;
     run again, nothing is retrained; the baseline is one run shared by the loss, patch and ngf suites.
@@ -479,6 +540,9 @@ def test_compare_trains_each_variant_once_and_tables_them(tmp_path):
 
     schedule = {"n_epochs": 0.25, "n_epochs_decay": 0.25}
     assert run_name("loss", "L1+cGAN", schedule) == run_name("patch", "70x70", schedule) == run_name("ngf", "ngf 16", schedule)
+    timed = {"max_seconds": 900}
+    names = {run_name("recipe", label, timed) for label, _ in SUITES["recipe"]}
+    assert len(names) == 2 and all(n.startswith("recipe-") and n.endswith("-900s") for n in names)
     argv = [sys.executable, "-m", "train", "compare", "patch", "--data", str(data_dir), "--out-dir", str(tmp_path),
             "--epochs", "0.5", "--rows", "3"]
     subprocess.run(argv, check=True, cwd=REPO, capture_output=True, timeout=600)

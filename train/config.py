@@ -14,6 +14,7 @@ from typing import Any
 LOSSES = ("l1", "gan", "cgan", "l1+gan", "l1+cgan")
 GAN_MODES = ("vanilla", "lsgan", "hinge")
 AMP_MODES = ("none", "bf16", "fp16")
+LR_SCHEDULES = ("epochs", "budget")
 
 # Fields that may differ between a run and its resumption (budgets, logging, hardware).
 # Everything else defines the experiment and must match the checkpoint.
@@ -38,6 +39,7 @@ class TrainConfig:
     num_downs: int = 0  # 0 = log2(image size): a 1x1 bottleneck, 8 (unet_256) at 256 px
     norm: str = "batch"  # batch | instance, for G and D
     dropout: bool = True
+    dropout_p: float = 0.5  # the reference's rate
     in_channels: int = 0  # 0 = as many as the targets (the reference feeds edges as RGB); or 1
     # discriminator
     ndf: int = 64
@@ -49,6 +51,7 @@ class TrainConfig:
     beta2: float = 0.999
     n_epochs: float = 100.0  # epochs at constant lr
     n_epochs_decay: float = 100.0  # then epochs of linear decay to 0
+    lr_schedule: str = "epochs"  # epochs | budget (the n_epochs : n_epochs_decay shape over max_seconds)
     max_steps: int = 0  # 0 = no step budget (the epoch schedule decides)
     max_seconds: float = 0.0  # 0 = no wall-clock budget
     init_std: float = 0.02
@@ -75,7 +78,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("loss", self.loss, LOSSES), ("gan_mode", self.gan_mode, GAN_MODES),
-                                     ("amp", self.amp, AMP_MODES), ("norm", self.norm, ("batch", "instance"))):
+                                     ("amp", self.amp, AMP_MODES), ("norm", self.norm, ("batch", "instance")),
+                                     ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not 0 <= self.n_layers <= 5:
@@ -88,6 +92,11 @@ class TrainConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.n_epochs < 0 or self.n_epochs_decay < 0 or self.n_epochs + self.n_epochs_decay <= 0:
             raise ValueError("n_epochs and n_epochs_decay must be >= 0 and not both 0")
+        if self.lr_schedule == "budget" and self.max_seconds <= 0:
+            raise ValueError("lr_schedule 'budget' spreads the schedule over the wall-clock budget: "
+                             "give --max-seconds too")
+        if not 0.0 < self.dropout_p < 1.0:
+            raise ValueError(f"dropout_p must be between 0 and 1 (exclusive), got {self.dropout_p}")
 
     # loss options, spelled out once
     @property

@@ -85,7 +85,8 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None, 
     licence = license or data.get("licence") or hub.UNKNOWN_LICENSE
     train_note = (f"Trained with `python -m train fit`: loss {cfg.get('loss')} ({cfg.get('gan_mode')}, lambda "
                   f"{cfg.get('lambda_l1')}), PatchGAN n_layers {cfg.get('n_layers')}, batch {cfg.get('batch_size')} "
-                  f"x {ckpt.get('world_size', 1)} process(es), {ckpt.get('step')} steps ({ckpt.get('epoch', 0):.1f} epochs). "
+                  f"x {ckpt.get('world_size', 1)} process(es), Adam lr {cfg.get('lr')} ({cfg.get('beta1')}, "
+                  f"{cfg.get('beta2')}), {ckpt.get('step')} steps ({ckpt.get('epoch', 0):.1f} epochs). "
                   "Sample with dropout on and per-image statistics (the reference's test mode).")
     folder = hub.save_pretrained(
         G, out, line_style=line_style or {}, name=name or Path(out).name, description=description,

@@ -5,6 +5,8 @@ The objective is the reference's (REFERENCE.md): per step one D update on
 GAN loss + lambda * L1. Adam 2e-4 (0.5, 0.999); the lr is constant for ``n_epochs`` then decays
 linearly to 0 over ``n_epochs_decay`` (per step). ``--max-steps`` / ``--max-seconds`` cut a run
 short without changing the schedule, so equal-budget comparisons see the same lr at each step.
+``--lr-schedule budget`` (with ``--max-seconds``) lays the same constant-then-decay shape over the
+wall-clock budget instead, so a run that must stop at a time reaches lr 0 when it does.
 
 The same script runs on one process or under torchrun (DistributedDataParallel; NCCL on GPUs,
 gloo on CPU). Each rank trains on its own shard of every epoch; only rank 0 writes files. Under
@@ -38,7 +40,7 @@ from torch import nn
 
 from p2p_demo.image import grid, save_image, to_images
 from p2p_demo.nets import GeneratorConfig, PatchDiscriminator, build_generator, init_weights
-from train.config import AMP_MODES, GAN_MODES, LOSSES, RESUMABLE, TrainConfig
+from train.config import AMP_MODES, GAN_MODES, LOSSES, LR_SCHEDULES, RESUMABLE, TrainConfig
 from train.dataset import Jitter, PairedData, batch_indices, read_manifest, split_size, steps_per_epoch
 from train.losses import d_in_channels, d_input, d_loss, g_loss
 
@@ -210,7 +212,8 @@ class Trainer:
         if size % 2**num_downs:
             raise ValueError(f"image size {size} is not a multiple of 2**num_downs = {2**num_downs}")
         self.gen_config = GeneratorConfig(in_channels=in_channels, out_channels=out_channels, ngf=cfg.ngf,
-                                          num_downs=num_downs, norm=cfg.norm, dropout=cfg.dropout)
+                                          num_downs=num_downs, norm=cfg.norm, dropout=cfg.dropout,
+                                          dropout_p=cfg.dropout_p)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.G = build_generator(self.gen_config)
         init_weights(self.G, cfg.init_std)
@@ -230,6 +233,7 @@ class Trainer:
         self.const_steps = cfg.n_epochs * steps_per_epoch
         self.decay_steps = cfg.n_epochs_decay * steps_per_epoch
         self.total_steps = math.ceil(self.const_steps + self.decay_steps)
+        self.budget_used = 0.0  # lr_schedule "budget": the share of max_seconds spent, set by the loop
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, self.lr_factor)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, self.lr_factor) if self.D else None
         fp16 = cfg.amp == "fp16"
@@ -259,7 +263,18 @@ class Trainer:
         return [m for m in (self.G, self.D) if m is not None]
 
     def lr_factor(self, step: int) -> float:
-        """1 for the first n_epochs, then linearly down to 0 at the end of n_epochs_decay."""
+        """1 for the first n_epochs, then linearly down to 0 at the end of n_epochs_decay.
+
+        With ``lr_schedule="budget"`` the same shape is laid over the wall-clock budget instead:
+        constant for the first n_epochs / (n_epochs + n_epochs_decay) of ``max_seconds``, then
+        linearly down to 0 when the budget runs out, however many steps that turns out to be.
+        """
+        cfg = self.cfg
+        if cfg.lr_schedule == "budget":
+            const = cfg.n_epochs / (cfg.n_epochs + cfg.n_epochs_decay)
+            if self.budget_used < const:
+                return 1.0
+            return max(0.0, 1.0 - (self.budget_used - const) / max(1.0 - const, 1e-9))
         if step < self.const_steps:
             return 1.0
         return max(0.0, 1.0 - (step - self.const_steps) / max(self.decay_steps, 1))
@@ -472,6 +487,8 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
         trainer.load_state_dict(ckpt)
         step, history = int(ckpt["step"]), list(ckpt.get("history", []))
         wall_before, images_before = float(ckpt.get("wall_time", 0.0)), int(ckpt.get("images_seen", 0))
+        if cfg.max_seconds:  # a budget schedule carries on from the time already spent, not from lr 1
+            trainer.budget_used = wall_before / cfg.max_seconds
         if len(ckpt["rng"]) == world:
             set_rng_state(ckpt["rng"][rank], jitter_rng)
         elif main:
@@ -532,11 +549,13 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
 
         stop = False
         if cfg.max_seconds and (world == 1 or step % cfg.log_every == 0):
-            stop = wall_before + time.perf_counter() - t_start > cfg.max_seconds  # all sessions together
-            if world > 1:  # every rank must stop at the same step
-                flag = torch.tensor([float(stop)], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop = bool(flag.item())
+            spent = wall_before + time.perf_counter() - t_start  # all sessions together
+            if world > 1:  # every rank must stop at the same step, and use the same lr
+                clock = torch.tensor([spent], device=device, dtype=torch.float64)
+                dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+                spent = float(clock.item())
+            stop = spent > cfg.max_seconds
+            trainer.budget_used = spent / cfg.max_seconds
 
         if step % cfg.log_every == 0 or step == total or stop:
             vals = torch.stack([torch.as_tensor(running[k], device=device).float() for k in LOSS_NAMES]) / running_n
@@ -616,6 +635,8 @@ HELP = {
     "num_downs": "U-Net depth; 0 = log2(size) (8 = unet_256 at 256 px)",
     "in_channels": "generator input channels; 0 = as many as the targets",
     "n_epochs": "epochs at constant lr", "n_epochs_decay": "epochs of linear lr decay to 0",
+    "lr_schedule": "epochs (the two above) | budget (their ratio stretched over --max-seconds)",
+    "dropout_p": "generator dropout rate (the reference: 0.5)",
     "max_steps": "stop after this many steps (0 = no limit)",
     "max_seconds": "stop once the run's wall time (all sessions) passes this (0 = no limit)",
     "amp": "autocast precision: none | bf16 | fp16", "device": "auto | cpu | cuda | cuda:N",
@@ -623,7 +644,8 @@ HELP = {
     "load_size": "jitter resize side (0 = S * 286 / 256)",
     "resume": "continue from <out-dir>/<name>/checkpoints/last.pt",
 }
-CHOICES = {"loss": LOSSES, "gan_mode": GAN_MODES, "amp": AMP_MODES, "norm": ("batch", "instance")}
+CHOICES = {"loss": LOSSES, "gan_mode": GAN_MODES, "amp": AMP_MODES, "norm": ("batch", "instance"),
+           "lr_schedule": LR_SCHEDULES}
 
 
 def build_parser() -> argparse.ArgumentParser:
