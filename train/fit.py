@@ -270,14 +270,14 @@ class Trainer:
         linearly down to 0 when the budget runs out, however many steps that turns out to be.
         """
         cfg = self.cfg
-        if cfg.lr_schedule == "budget":
-            const = cfg.n_epochs / (cfg.n_epochs + cfg.n_epochs_decay)
-            if self.budget_used < const:
-                return 1.0
-            return max(0.0, 1.0 - (self.budget_used - const) / max(1.0 - const, 1e-9))
-        if step < self.const_steps:
+        if cfg.lr_schedule == "budget":  # where we are, in shares of the budget
+            at, const = self.budget_used, cfg.n_epochs / (cfg.n_epochs + cfg.n_epochs_decay)
+            decay = max(1.0 - const, 1e-9)
+        else:  # in steps
+            at, const, decay = step, self.const_steps, max(self.decay_steps, 1)
+        if at < const:
             return 1.0
-        return max(0.0, 1.0 - (step - self.const_steps) / max(self.decay_steps, 1))
+        return max(0.0, 1.0 - (at - const) / decay)
 
     def step(self, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
         """One D update then one G update on a batch (a: inputs, b: targets, in [-1, 1])."""
