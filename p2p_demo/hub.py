@@ -999,5 +999,5 @@ def push_to_hub(
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
     commit = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message,
-                               allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, "*.png", "*.jpg"])
+                               allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, CARD_FILE, "*.png", "*.jpg", "training/*"])
     return str(commit.commit_url)

@@ -398,7 +398,7 @@ def test_export_round_trips_through_hub(trained, tmp_path):
     from train.export import export
 
     folder = export(trained / "checkpoints" / "last.pt", tmp_path / "tiny-model", description="test model")
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "training"]
     config = json.loads((folder / "config.json").read_text())
     assert config["input"] == "edges" and config["line_style"]["size"] == SIZE
     assert config["license"] == "BSD-3-Clause" and config["metrics"]["steps"] == 6 and "test_ssim" in config["metrics"]

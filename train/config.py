@@ -34,6 +34,7 @@ class TrainConfig:
     loss: str = "l1+cgan"  # l1 | gan | cgan | l1+gan | l1+cgan (cgan: D sees (input, output))
     gan_mode: str = "vanilla"  # vanilla (BCE with logits) | lsgan | hinge
     lambda_l1: float = 100.0
+    lambda_ms: float = 0.0  # mode seeking (Mao et al. 2019) between two dropout samples; 0 = off
     # generator
     ngf: int = 64
     num_downs: int = 0  # 0 = log2(image size): a 1x1 bottleneck, 8 (unet_256) at 256 px
@@ -47,6 +48,7 @@ class TrainConfig:
     # optimisation
     batch_size: int = 1  # per process
     lr: float = 2e-4
+    lr_d: float = 0.0  # the discriminator's lr; 0 = the same as lr
     beta1: float = 0.5
     beta2: float = 0.999
     n_epochs: float = 100.0  # epochs at constant lr
@@ -55,6 +57,8 @@ class TrainConfig:
     max_steps: int = 0  # 0 = no step budget (the epoch schedule decides)
     max_seconds: float = 0.0  # 0 = no wall-clock budget
     init_std: float = 0.02
+    ema_decay: float = 0.0  # keep an exponential moving average of G's weights (exported as the model); 0 = off
+    init_from: str = ""  # start from a model folder / registry id / checkpoint: its G, EMA and D (see train.lineage)
     # augmentation (on the device, in batch)
     jitter: bool = True  # resize S -> load_size, random crop back to S
     load_size: int = 0  # 0 = round(S * 286 / 256)
@@ -95,6 +99,12 @@ class TrainConfig:
         if self.lr_schedule == "budget" and self.max_seconds <= 0:
             raise ValueError("lr_schedule 'budget' spreads the schedule over the wall-clock budget: "
                              "give --max-seconds too")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lambda_ms < 0 or self.lr_d < 0:
+            raise ValueError("lambda_ms and lr_d must be >= 0")
+        if self.lambda_ms and not self.dropout:
+            raise ValueError("lambda_ms needs dropout: the mode-seeking term compares two dropout samples")
         if not 0.0 < self.dropout_p < 1.0:
             raise ValueError(f"dropout_p must be between 0 and 1 (exclusive), got {self.dropout_p}")
 

@@ -23,6 +23,14 @@ Metrics, per image then averaged over the split:
   recall = input ink within 2 px of predicted ink. Only for datasets with a line style.
   ``edge_f1_target`` is the same score for the ground-truth targets: the ceiling of this measure on
   the data (Canny on the target never reproduces the input drawing exactly).
+* ``flat_std``: how clean the fills are. The 5x5 local standard deviation (0-255, channels
+  averaged) of the output, averaged over the pixels where the target's own is below
+  ``FLAT_THRESHOLD`` (flat paper and flat fills). A mottled or speckled fill scores high; the
+  targets score ~0.
+* ``variety``: how different the dropout samples are. Each input is also rendered with seeds
+  ``seed + 1 .. seed + k - 1`` (``--variety-seeds k``, default 4) and the mean pairwise |a - b|
+  (in [-1, 1], the units of ``l1``) between the k samples is averaged over the split. 0 for a
+  deterministic model.
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ from train.dataset import PairedData, read_manifest
 log = logging.getLogger(__name__)
 
 EDGE_TOLERANCE_PX = 2
+FLAT_WINDOW = 5
+FLAT_THRESHOLD = 1.0  # 0-255: a target pixel whose 5x5 neighbourhood varies less than this is "flat"
+VARIETY_SEEDS = 4
 PSNR_CAP = 100.0
 MODE = "reference test mode: per-image statistics, dropout on, per-image seeded masks"
 
@@ -109,6 +120,36 @@ def edge_scores(pred: np.ndarray, true: np.ndarray, tolerance: int = EDGE_TOLERA
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
+def local_std(image: np.ndarray, window: int = FLAT_WINDOW) -> np.ndarray:
+    """(H, W) float: the window x window standard deviation of a uint8 image, channels averaged."""
+    import cv2
+
+    x = image.astype(np.float64)
+    if x.ndim == 2:
+        x = x[..., None]
+    mean = cv2.blur(x, (window, window), borderType=cv2.BORDER_REFLECT)
+    sq = cv2.blur(x * x, (window, window), borderType=cv2.BORDER_REFLECT)
+    if mean.ndim == 2:  # cv2 drops a single channel axis
+        mean, sq = mean[..., None], sq[..., None]
+    return np.sqrt(np.clip(sq - mean * mean, 0, None)).mean(axis=2)
+
+
+def flat_std(output: np.ndarray, target: np.ndarray) -> float | None:
+    """Mean local std of ``output`` over the target's flat pixels (None when the target has none)."""
+    flat = local_std(target) < FLAT_THRESHOLD
+    if not flat.any():
+        return None
+    out = output if target.ndim == 2 or target.shape[-1] == output.shape[-1] else output[..., : target.shape[-1]]
+    return float(local_std(out)[flat].mean())
+
+
+def pairwise_l1(samples: Sequence[np.ndarray]) -> float:
+    """Mean |a - b| over all pairs of uint8 images, in [-1, 1] units."""
+    xs = [s.astype(np.float64) / 127.5 for s in samples]
+    d = [np.mean(np.abs(xs[i] - xs[j])) for i in range(len(xs)) for j in range(i + 1, len(xs))]
+    return float(np.mean(d)) if d else 0.0
+
+
 def image_scores(output: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """l1 / psnr / ssim of one uint8 output (H, W, 3) against its uint8 target (H, W, C)."""
     from skimage.metrics import structural_similarity
@@ -129,22 +170,30 @@ def image_scores(output: np.ndarray, target: np.ndarray) -> dict[str, float]:
 
 
 def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_style=None, batch_size: int = 8,
-                       max_items: int = 0) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """Metrics of G on ``data`` (see module doc) and its uint8 outputs. Leaves G in inference mode."""
+                       max_items: int = 0, variety_seeds: int = VARIETY_SEEDS) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Metrics of G on ``data`` (see module doc) and its uint8 outputs (seed ``seed``). Leaves G in
+    inference mode."""
     device = next(G.parameters()).device
     in_ch = G.config.in_channels
     n = len(data) if not max_items else min(max_items, len(data))
     per: dict[str, list[float]] = {k: [] for k in ("l1", "psnr", "ssim", "edge_precision", "edge_recall", "edge_f1",
-                                                   "edge_f1_target")}
+                                                   "edge_f1_target", "flat_std", "variety")}
     outputs: list[np.ndarray] = []
+    sampled = variety_seeds > 1 and G.has_dropout
     for start in range(0, n, batch_size):
         idx = torch.arange(start, min(start + batch_size, n))
         a, _ = data.pairs(idx, in_ch)
         ys = to_images(render_test_mode(G, a.to(device), seed, first_index=start))
-        for i, y in zip(idx.tolist(), ys):
+        others = [to_images(render_test_mode(G, a.to(device), seed + s, first_index=start))
+                  for s in range(1, variety_seeds)] if sampled else []
+        for j, (i, y) in enumerate(zip(idx.tolist(), ys)):
             target = data.B[i].permute(1, 2, 0).cpu().numpy()
             for k, v in image_scores(y, target).items():
                 per[k].append(v)
+            fs = flat_std(y, target)
+            if fs is not None:
+                per["flat_std"].append(fs)
+            per["variety"].append(pairwise_l1([y] + [o[j] for o in others]) if sampled else 0.0)
             if line_style is not None:
                 ink = data.A[i].cpu().numpy() < 128
                 p, r, f = edge_scores(output_edges(y, line_style), ink)
@@ -156,6 +205,7 @@ def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_st
             outputs.append(y)
     metrics: dict[str, Any] = {"n": n, "seed": seed, "mode": MODE}
     metrics.update({k: (float(np.mean(v)) if v else None) for k, v in per.items()})
+    metrics["variety_seeds"] = variety_seeds if sampled else 1
     metrics["ssim_impl"] = "skimage structural_similarity, gaussian sigma 1.5 (11x11), population covariance, data_range 1"
     metrics["edge_method"] = (f"photo_to_edges canny with the model's line style, F1 within {EDGE_TOLERANCE_PX} px"
                               if line_style is not None else None)
@@ -203,7 +253,8 @@ def default_out(spec: str) -> Path:
 
 
 def evaluate(model: str, data: str, *, split: str = "test", seed: int = 0, out: str | None = None,
-             device: str = "auto", batch_size: int = 8, max_items: int = 0, grid_rows: int = 8) -> dict[str, Any]:
+             device: str = "auto", batch_size: int = 8, max_items: int = 0, grid_rows: int = 8,
+             variety_seeds: int = VARIETY_SEEDS) -> dict[str, Any]:
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     G, info = load_model(model, dev)
     ds = PairedData.load(data, split, "cpu")
@@ -212,7 +263,8 @@ def evaluate(model: str, data: str, *, split: str = "test", seed: int = 0, out: 
     if ds.channels != G.config.out_channels:
         raise SystemExit(f"evaluate: the model makes {G.config.out_channels}-channel images, {data} has {ds.channels}")
     style = line_style_of(info) or line_style_of(read_manifest(data))
-    metrics, outputs = evaluate_generator(G, ds, seed=seed, line_style=style, batch_size=batch_size, max_items=max_items)
+    metrics, outputs = evaluate_generator(G, ds, seed=seed, line_style=style, batch_size=batch_size, max_items=max_items,
+                                          variety_seeds=variety_seeds)
     metrics = {"model": str(model), "data": str(data), "split": split, **metrics}
     out_dir = Path(out) if out else default_out(model)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -234,14 +286,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-items", type=int, default=0, help="score only the first N pairs (0 = all)")
+    p.add_argument("--variety-seeds", type=int, default=VARIETY_SEEDS,
+                   help="dropout samples per input for the variety score (1 = skip it)")
     args = p.parse_args(argv)
     from p2p_demo.hub import LoadError
     from train.prepare import NotPrepared
 
     try:
         m = evaluate(args.model, args.data, split=args.split, seed=args.seed, out=args.out, device=args.device,
-                     batch_size=args.batch_size, max_items=args.max_items)
+                     batch_size=args.batch_size, max_items=args.max_items, variety_seeds=args.variety_seeds)
     except (LoadError, NotPrepared) as e:
         raise SystemExit(f"evaluate: {e}") from e
-    print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "out")}))
+    print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "flat_std", "variety", "out")}))
     return 0

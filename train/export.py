@@ -3,10 +3,13 @@
 ``python -m train export --checkpoint runs/x/checkpoints/last.pt --out weights/<name>
 [--name ... --description ... --expects ... --license ...] [--dtype fp16|fp32] [--push-to-hub REPO]``
 
-Writes the generator only, through ``p2p_demo.hub.save_pretrained``: fp16 ``model.safetensors``,
+Writes the generator through ``p2p_demo.hub.save_pretrained`` (the EMA of its weights when the run
+kept one): fp16 ``model.safetensors``,
 ``config.json`` (generator config, line style, input kind, metrics) and a ``README.md`` model card
 with the data (from the checkpoint's copy of the dataset manifest), licence, metrics (from the run's
-metrics.json when present) and the intended input. ``--push-to-hub`` uploads the folder afterwards.
+metrics.json when present) and the intended input. Beside it, ``training/`` (``train.lineage``):
+the raw generator, the discriminator and every stint of training so far, so ``train fit --init-from``
+can continue the model; the app never reads it. ``--push-to-hub`` uploads the folder afterwards.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import torch
 
 from p2p_demo.nets import GeneratorConfig, build_generator
 from train.fit import load_checkpoint
+from train.lineage import checkpoint_lineage, write_training_state
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("l1", "psnr", "ssim", "edge_f1", "edge_f1_target", "n", "seed")
+METRIC_KEYS = ("l1", "psnr", "ssim", "edge_f1", "edge_f1_target", "flat_std", "variety", "n", "seed")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -78,7 +82,8 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None, 
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
     G = build_generator(GeneratorConfig.from_dict(ckpt["generator_config"]))
-    G.load_state_dict(ckpt["G"])  # strict
+    G.load_state_dict(ckpt.get("G_ema") or ckpt["G"])  # strict; the average is the model when there is one
+    lineage = checkpoint_lineage(ckpt)
     data = ckpt.get("data") or {}
     line_style = ckpt.get("line_style")
     cfg = ckpt.get("config", {})
@@ -86,14 +91,21 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None, 
     train_note = (f"Trained with `python -m train fit`: loss {cfg.get('loss')} ({cfg.get('gan_mode')}, lambda "
                   f"{cfg.get('lambda_l1')}), PatchGAN n_layers {cfg.get('n_layers')}, batch {cfg.get('batch_size')} "
                   f"x {ckpt.get('world_size', 1)} process(es), Adam lr {cfg.get('lr')} ({cfg.get('beta1')}, "
-                  f"{cfg.get('beta2')}), {ckpt.get('step')} steps ({ckpt.get('epoch', 0):.1f} epochs). "
-                  "Sample with dropout on and per-image statistics (the reference's test mode).")
+                  f"{cfg.get('beta2')}), {ckpt.get('step')} steps ({ckpt.get('epoch', 0):.1f} epochs)"
+                  + (f", EMA of the weights (decay {cfg.get('ema_decay')}) exported" if ckpt.get("G_ema") else "")
+                  + (f", mode seeking lambda {cfg.get('lambda_ms')}" if cfg.get("lambda_ms") else "")
+                  + (f", autocast {cfg.get('amp')}" if cfg.get("amp", "none") != "none" else "")
+                  + (f", started from {cfg.get('init_from')}" if cfg.get("init_from") else "") + ". "
+                  + lineage.summary() + " Sample with dropout on and per-image statistics (the reference's test mode).")
     folder = hub.save_pretrained(
         G, out, line_style=line_style or {}, name=name or Path(out).name, description=description,
         expects=expects or ("edge maps: black lines on white in the line style above" if line_style else "images"),
         license=licence, input=data.get("input", "edges" if line_style else "image"),
-        metrics=run_metrics(checkpoint, ckpt), data=data_text(data), notes=train_note, dtype=DTYPES[dtype],
+        metrics={**run_metrics(checkpoint, ckpt), "total_steps": lineage.steps, "total_images_seen": lineage.images_seen,
+                 "total_cpu_hours": round(lineage.cpu_hours, 2)},
+        data=data_text(data), notes=train_note, dtype=DTYPES[dtype],
     )
+    write_training_state(folder, generator=ckpt["G"], discriminator=ckpt.get("D"), lineage=lineage)
     if push_to_hub:
         url = hub.push_to_hub(folder, push_to_hub)
         log.info("pushed to %s", url)

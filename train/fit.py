@@ -21,6 +21,7 @@ resumed run takes exactly the steps an uninterrupted one would have taken.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -42,11 +43,12 @@ from p2p_demo.image import grid, save_image, to_images
 from p2p_demo.nets import GeneratorConfig, PatchDiscriminator, build_generator, init_weights
 from train.config import AMP_MODES, GAN_MODES, LOSSES, LR_SCHEDULES, RESUMABLE, TrainConfig
 from train.dataset import Jitter, PairedData, batch_indices, read_manifest, split_size, steps_per_epoch
-from train.losses import d_in_channels, d_input, d_loss, g_loss
+from train.lineage import Lineage, read_lineage, stint_record
+from train.losses import d_in_channels, d_input, d_loss, g_loss, mode_seeking_loss
 
 log = logging.getLogger(__name__)
 
-LOSS_NAMES = ("D_real", "D_fake", "G_GAN", "G_L1")  # G_L1 is the raw mean |G(x) - y| in [-1, 1]
+LOSS_NAMES = ("D_real", "D_fake", "G_GAN", "G_L1", "G_MS")  # G_L1 is the raw mean |G(x) - y| in [-1, 1]
 CHECKPOINT_VERSION = 1
 
 
@@ -222,6 +224,13 @@ class Trainer:
             self.D = PatchDiscriminator(d_in_channels(in_channels, out_channels, cfg.conditional),
                                         ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
             init_weights(self.D, cfg.init_std)
+        # The EMA of G's weights (Karras et al.'s generator averaging): what sample grids, the final
+        # evaluation and export use when the run keeps one. ``ema_steps`` drives its warm-up.
+        self.G_ema: nn.Module | None = None
+        self.ema_steps = 0
+        if cfg.ema_decay:
+            self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
+
         memory_format = torch.channels_last if cfg.channels_last else torch.preserve_format
         for m in self.modules:
             m.to(device=device, memory_format=memory_format).train()
@@ -229,7 +238,7 @@ class Trainer:
 
         betas = (cfg.beta1, cfg.beta2)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=betas) if self.D else None
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d or cfg.lr, betas=betas) if self.D else None
         self.const_steps = cfg.n_epochs * steps_per_epoch
         self.decay_steps = cfg.n_epochs_decay * steps_per_epoch
         self.total_steps = math.ceil(self.const_steps + self.decay_steps)
@@ -260,7 +269,56 @@ class Trainer:
 
     @property
     def modules(self) -> list[nn.Module]:
-        return [m for m in (self.G, self.D) if m is not None]
+        return [m for m in (self.G, self.D, self.G_ema) if m is not None]
+
+    @property
+    def discriminator_config(self) -> dict[str, Any] | None:
+        if self.D is None:
+            return None
+        cfg = self.cfg
+        return {"in_channels": d_in_channels(self.gen_config.in_channels, self.gen_config.out_channels, cfg.conditional),
+                "ndf": cfg.ndf, "n_layers": cfg.n_layers, "norm": cfg.norm}
+
+    @property
+    def G_out(self) -> nn.Module:
+        """The generator a run shows and exports: the EMA when kept, else G itself."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- d * ema + (1 - d) * G, with d warmed up as min(decay, (1 + t) / (10 + t)) so a fresh
+        run's average is not dominated by its random initial weights. Buffers (BatchNorm statistics)
+        are copied."""
+        if self.G_ema is None:
+            return
+        self.ema_steps += 1
+        t = self.ema_steps
+        d = min(self.cfg.ema_decay, (1 + t) / (10 + t))
+        ema_p = [p for p in self.G_ema.parameters()]
+        torch._foreach_lerp_(ema_p, [p.detach() for p in self.G.parameters()], 1.0 - d)
+        for e, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            e.copy_(b)
+
+    def init_from(self, source: "InitSource") -> None:
+        """Start from another model's weights (``--init-from``): G strictly, the EMA from the model's
+        exported weights, D when the source carries one (else D starts fresh, said in the log)."""
+        def load(module: nn.Module, sd: dict[str, torch.Tensor], what: str) -> None:
+            try:
+                module.load_state_dict(sd)
+            except RuntimeError as e:
+                raise ConfigError(f"--init-from {source.spec}: its {what} does not fit this run's options "
+                                  f"({str(e).splitlines()[0]}); give the same architecture options "
+                                  f"(--ngf/--norm/--num-downs/--in-channels/--ndf/--n-layers) as it was trained with") from e
+
+        load(self.G, source.generator, "generator")
+        if self.G_ema is not None:
+            load(self.G_ema, source.ema, "generator (EMA)")
+            self.ema_steps = max(source.lineage.steps, 10_000)  # an average already: no warm-up
+        if self.D is not None:
+            if source.discriminator is not None:
+                load(self.D, source.discriminator, "discriminator")
+            else:
+                log.warning("--init-from %s carries no discriminator: D starts from scratch", source.spec)
 
     def lr_factor(self, step: int) -> float:
         """1 for the first n_epochs, then linearly down to 0 at the end of n_epochs_decay.
@@ -288,6 +346,8 @@ class Trainer:
         zero = torch.zeros((), device=self.device)
         with amp:
             fake = self.G_step(a)  # (B, C, H, W) in [-1, 1]
+            # Mode seeking: a second forward draws other dropout masks for the same input.
+            fake2 = self.G_step(a) if cfg.lambda_ms else None
 
         loss_D_real = loss_D_fake = loss_G_GAN = zero
         if self.D is not None:
@@ -305,35 +365,44 @@ class Trainer:
             self.D.requires_grad_(False)  # no D gradients from the G step
 
         self.opt_G.zero_grad(set_to_none=True)
+        fakes = [fake] if fake2 is None else [fake, fake2]
         if self.D is not None:
             with amp:
-                loss_G_GAN = g_loss(self.D_frozen(d_input(a, fake, cfg.conditional)), cfg.gan_mode)
-        loss_G_L1 = F.l1_loss(fake.float(), b.float())
+                loss_G_GAN = sum(g_loss(self.D_frozen(d_input(a, f, cfg.conditional)), cfg.gan_mode)
+                                 for f in fakes) / len(fakes)
+        loss_G_L1 = sum(F.l1_loss(f.float(), b.float()) for f in fakes) / len(fakes)
+        loss_G_MS = zero
         loss_G = zero
         if cfg.uses_gan:
             loss_G = loss_G + loss_G_GAN
         if cfg.uses_l1:
             loss_G = loss_G + cfg.lambda_l1 * loss_G_L1
+        if fake2 is not None:
+            loss_G_MS = mode_seeking_loss(fake.float(), fake2.float(), cfg.dropout_p)
+            loss_G = loss_G + cfg.lambda_ms * loss_G_MS
         self.scaler_G.scale(loss_G).backward()
         self.scaler_G.step(self.opt_G)
         self.scaler_G.update()
+        self.update_ema()
 
         self.sched_G.step()
         if self.sched_D is not None:
             self.sched_D.step()
         return {"D_real": loss_D_real.detach(), "D_fake": loss_D_fake.detach(),
-                "G_GAN": loss_G_GAN.detach(), "G_L1": loss_G_L1.detach()}
+                "G_GAN": loss_G_GAN.detach(), "G_L1": loss_G_L1.detach(), "G_MS": loss_G_MS.detach()}
 
     def state_dict(self) -> dict[str, Any]:
         def sd(x: Any) -> Any:
             return None if x is None else x.state_dict()
 
-        return {"G": sd(self.G), "D": sd(self.D), "opt_G": sd(self.opt_G), "opt_D": sd(self.opt_D),
+        return {"G": sd(self.G), "D": sd(self.D), "G_ema": sd(self.G_ema), "ema_steps": self.ema_steps,
+                "opt_G": sd(self.opt_G), "opt_D": sd(self.opt_D),
                 "sched_G": sd(self.sched_G), "sched_D": sd(self.sched_D),
                 "scaler_G": sd(self.scaler_G), "scaler_D": sd(self.scaler_D)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("G", "D", "opt_G", "opt_D", "sched_G", "sched_D", "scaler_G", "scaler_D"):
+        self.ema_steps = int(state.get("ema_steps", 0))
+        for key in ("G", "D", "G_ema", "opt_G", "opt_D", "sched_G", "sched_D", "scaler_G", "scaler_D"):
             obj = getattr(self, key)
             if (obj is None) != (state.get(key) is None):
                 raise ValueError(f"checkpoint has {'no ' if state.get(key) is None else ''}{key} but this run "
@@ -364,15 +433,19 @@ def sample_grid(G: nn.Module, data: PairedData, count: int, in_channels: int, se
 
 
 def plot_losses(history: Sequence[dict[str, float]], path: str | os.PathLike) -> None:
-    """2x2 panels of the four losses against the step, drawn with PIL (no matplotlib needed)."""
+    """Panels (two a row) of the losses against the step, drawn with PIL (no matplotlib needed);
+    the mode-seeking term only when the run used it."""
     from PIL import Image, ImageDraw
 
+    names = [n for n in LOSS_NAMES if n != "G_MS" or any(h.get(n) for h in history)]
     W, H, left, right, top, bottom = 440, 260, 58, 14, 26, 30
-    img = Image.new("RGB", (2 * W, 2 * H), "white")
+    rows = (len(names) + 1) // 2
+    img = Image.new("RGB", (2 * W, rows * H), "white")
     draw = ImageDraw.Draw(img)
     steps = np.array([h["step"] for h in history], dtype=np.float64)
-    colours = {"D_real": (31, 119, 180), "D_fake": (255, 127, 14), "G_GAN": (44, 160, 44), "G_L1": (214, 39, 40)}
-    for k, name in enumerate(LOSS_NAMES):
+    colours = {"D_real": (31, 119, 180), "D_fake": (255, 127, 14), "G_GAN": (44, 160, 44), "G_L1": (214, 39, 40),
+               "G_MS": (148, 103, 189)}
+    for k, name in enumerate(names):
         ox, oy = (k % 2) * W, (k // 2) * H
         x0, x1, y0, y1 = ox + left, ox + W - right, oy + top, oy + H - bottom
         draw.rectangle([x0, y0, x1, y1], outline="black")
@@ -409,7 +482,7 @@ def plot_losses(history: Sequence[dict[str, float]], path: str | os.PathLike) ->
             draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=colours[name])
         else:
             draw.line(pts, fill=colours[name], width=2)
-    draw.text((W - 20, 2 * H - 14), "step", fill="black")
+    draw.text((W - 20, rows * H - 14), "step", fill="black")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
 
@@ -483,7 +556,9 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
     jitter_rng.manual_seed(cfg.seed * 1_000_003 + 7919 * (rank + 1))
 
     step, history, wall_before, images_before = 0, [], 0.0, 0
+    lineage = Lineage()  # the stints the run started from (--init-from)
     if ckpt is not None:
+        lineage = Lineage.from_dict(ckpt["lineage"]) if ckpt.get("lineage") else Lineage()
         trainer.load_state_dict(ckpt)
         step, history = int(ckpt["step"]), list(ckpt.get("history", []))
         wall_before, images_before = float(ckpt.get("wall_time", 0.0)), int(ckpt.get("images_seen", 0))
@@ -494,6 +569,15 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
         elif main:
             log.warning("checkpoint was written by %d processes, now %d: RNG streams restart", len(ckpt["rng"]), world)
         del ckpt
+    elif cfg.init_from:
+        from train.lineage import load_init_source
+
+        source = load_init_source(cfg.init_from)
+        trainer.init_from(source)
+        lineage = source.lineage
+        if main:
+            log.info("starting from %s: %d steps, %d images seen before this run", cfg.init_from,
+                     lineage.steps, lineage.images_seen)
 
     if main:
         for sub in ("checkpoints", "samples"):
@@ -506,6 +590,7 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
         elif not step:
             log_path.write_text("")
     grid_data = held_out if held_out is not None else train
+    lineage_images = 0  # images_seen counts this run only
 
     def checkpoint() -> None:
         rngs = [None] * world
@@ -520,6 +605,10 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
             "generator_config": trainer.gen_config.to_dict(), "line_style": manifest.get("line_style"),
             "data": _data_info(cfg.data), "world_size": world, "rng": rngs, "history": history,
             "wall_time": wall_before + (time.perf_counter() - t_start), "images_seen": images_seen,
+            "lineage": lineage.to_dict(), "discriminator_config": trainer.discriminator_config,
+            "stint": stint_record(cfg.to_dict(), steps=step, images_seen=images_seen - lineage_images,
+                                  wall_s=wall_before + (time.perf_counter() - t_start), threads=torch.get_num_threads(),
+                                  world=world, device=device.type, init_from=cfg.init_from),
             **trainer.state_dict(),
         }
         save_checkpoint(state, ckpt_path)
@@ -581,7 +670,7 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
 
         t0 = time.perf_counter()
         if main and cfg.sample_every and step % cfg.sample_every == 0:
-            save_image(sample_grid(trainer.G, grid_data, cfg.n_samples, in_ch), out / "samples" / f"step_{step:06d}.png")
+            save_image(sample_grid(trainer.G_out, grid_data, cfg.n_samples, in_ch), out / "samples" / f"step_{step:06d}.png")
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total and not stop:
             checkpoint()
         overhead += time.perf_counter() - t0
@@ -600,16 +689,16 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
         return {}
 
     if not (cfg.sample_every and step % cfg.sample_every == 0):
-        save_image(sample_grid(trainer.G, grid_data, cfg.n_samples, in_ch), out / "samples" / f"step_{step:06d}.png")
+        save_image(sample_grid(trainer.G_out, grid_data, cfg.n_samples, in_ch), out / "samples" / f"step_{step:06d}.png")
     if history:
         plot_losses(history, out / "losses.png")
     final_eval = None
     if cfg.final_eval and held_out is not None:
         from train.evaluate import evaluate_generator, line_style_of
 
-        final_eval, _ = evaluate_generator(trainer.G, held_out, seed=0, line_style=line_style_of(manifest),
-                                                 max_items=cfg.eval_max)
-        trainer.G.set_training_mode()
+        final_eval, _ = evaluate_generator(trainer.G_out, held_out, seed=0, line_style=line_style_of(manifest),
+                                           max_items=cfg.eval_max)
+        trainer.G_out.set_training_mode()
     trained = images_seen - images_before
     metrics = {
         "name": cfg.name, "steps": step, "epochs": step / spe, "steps_this_session": step - start_step,
@@ -643,6 +732,11 @@ HELP = {
     "workers": "CPU threads per process (0 = torch default)",
     "load_size": "jitter resize side (0 = S * 286 / 256)",
     "resume": "continue from <out-dir>/<name>/checkpoints/last.pt",
+    "init_from": "start from a model (folder, registry id, Hub repo or checkpoint): its G, EMA and D; "
+                 "its architecture options become the defaults",
+    "ema_decay": "keep an EMA of G's weights with this decay (e.g. 0.999); it is what is shown and exported",
+    "lambda_ms": "weight of the mode-seeking term between two dropout samples (Mao et al. 2019)",
+    "lr_d": "discriminator lr (0 = --lr)",
 }
 CHOICES = {"loss": LOSSES, "gan_mode": GAN_MODES, "amp": AMP_MODES, "norm": ("batch", "instance"),
            "lr_schedule": LR_SCHEDULES}
@@ -662,11 +756,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def architecture_of(spec: str) -> dict[str, Any]:
+    """The architecture options of an --init-from source, so continuing a model needs no copy of them."""
+    from train.lineage import load_init_source
+
+    src = load_init_source(spec)
+    g = src.generator_config
+    arch = {"ngf": g["ngf"], "num_downs": g["num_downs"], "norm": g["norm"], "dropout": g["dropout"],
+            "dropout_p": g.get("dropout_p", 0.5), "in_channels": g["in_channels"]}
+    if src.lineage.discriminator:
+        arch.update(ndf=src.lineage.discriminator["ndf"], n_layers=src.lineage.discriminator["n_layers"])
+    return arch
+
+
 def config_from_args(argv: Sequence[str] | None) -> TrainConfig:
     given = vars(build_parser().parse_args(argv))
     if not given.get("resume"):
         if not given.get("data"):
             raise SystemExit("fit: --data DIR is required")
+        if given.get("init_from"):
+            given = {**architecture_of(given["init_from"]), **given}
         return TrainConfig(**given)
     base = TrainConfig(**{k: v for k, v in given.items() if k in ("out_dir", "name")})
     saved = load_checkpoint(run_dir(base) / "checkpoints" / "last.pt", mmap=True)["config"]

@@ -1,0 +1,205 @@
+"""The recipe levers (EMA, mode seeking, separate D lr), continuing a model (--init-from, the
+training/ state a model folder carries) and the evaluation's fill and variety scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from p2p_demo.nets import GeneratorConfig, build_generator
+from train import fit as fit_mod
+from train.config import TrainConfig
+from train.evaluate import flat_std, local_std, pairwise_l1
+from train.fit import Trainer, config_from_args, load_checkpoint
+from train.lineage import Lineage, read_lineage
+from train.losses import mode_seeking_loss
+from tests.test_train import SIZE, fixed_batch, make_dataset, make_trainer, tiny
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+# --------------------------------------------------------------------------------------------
+# EMA
+
+
+def test_ema_follows_the_warm_up_formula(data_dir):
+    torch.manual_seed(0)
+    t = make_trainer(TrainConfig(ngf=8, ndf=8, batch_size=2, lr=1e-3, ema_decay=0.999))
+    before = {k: v.clone() for k, v in t.G.named_parameters()}
+    a, b = fixed_batch(data_dir, 2)
+    t.step(a, b)
+    d = min(0.999, 2 / 11)  # t = 1
+    for (k, e), g in zip(t.G_ema.named_parameters(), t.G.parameters()):
+        torch.testing.assert_close(e, d * before[k] + (1 - d) * g.detach(), atol=1e-6, rtol=0)
+    for e, g in zip(t.G_ema.buffers(), t.G.buffers()):  # BatchNorm statistics are copied
+        assert torch.equal(e, g)
+    moved = max(float((e - g.detach()).abs().max()) for e, g in zip(t.G_ema.parameters(), t.G.parameters()))
+    assert moved > 0  # the average lags the weights
+    assert t.G_out is t.G_ema and not any(p.requires_grad for p in t.G_ema.parameters())
+
+
+def test_no_ema_unless_asked():
+    t = make_trainer(TrainConfig(ngf=8, ndf=8))
+    assert t.G_ema is None and t.G_out is t.G
+
+
+def test_separate_discriminator_lr():
+    t = make_trainer(TrainConfig(ngf=8, ndf=8, lr=1e-3, lr_d=4e-4))
+    assert t.opt_G.param_groups[0]["lr"] == 1e-3 and t.opt_D.param_groups[0]["lr"] == 4e-4
+
+
+# --------------------------------------------------------------------------------------------
+# Mode seeking
+
+
+def test_mode_seeking_loss_is_inverse_output_distance():
+    a = torch.zeros(2, 3, 8, 8)
+    assert float(mode_seeking_loss(a, a + 0.5, 0.5)) == pytest.approx(1.0 / (0.5 + 1e-5))
+    assert float(mode_seeking_loss(a, a + 0.1, 0.5)) == pytest.approx(1.0 / (0.1 + 1e-5))
+    assert float(mode_seeking_loss(a, a, 0.25)) == pytest.approx(0.5 / 1e-5)  # identical samples: huge
+
+
+def test_mode_seeking_step_logs_the_term_and_pushes_samples_apart(data_dir):
+    a, b = fixed_batch(data_dir, 2)
+
+    def spread(lambda_ms: float) -> float:
+        torch.manual_seed(0)
+        t = make_trainer(TrainConfig(ngf=8, ndf=8, batch_size=2, lr=2e-3, loss="l1", lambda_ms=lambda_ms), spe=1000)
+        for _ in range(12):
+            losses = t.step(a, b)
+        assert (float(losses["G_MS"]) > 0) == (lambda_ms > 0)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            return float((t.G(a) - t.G(a)).abs().mean())  # two training-mode dropout draws
+
+    assert spread(5.0) > 1.2 * spread(0.0)
+
+
+def test_mode_seeking_needs_dropout():
+    with pytest.raises(ValueError, match="dropout"):
+        TrainConfig(lambda_ms=1.0, dropout=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Continuing a model: export writes training/, --init-from reads it, the lineage adds up
+
+
+def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path):
+    from train.export import export
+
+    fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="first", max_steps=4, ema_decay=0.99))
+    ckpt1 = load_checkpoint(tmp_path / "runs" / "first" / "checkpoints" / "last.pt")
+    folder = export(tmp_path / "runs" / "first" / "checkpoints" / "last.pt", tmp_path / "model")
+    assert sorted(p.name for p in (folder / "training").iterdir()) == [
+        "discriminator.safetensors", "generator.safetensors", "state.json"]
+    lin = read_lineage(folder)
+    assert lin.steps == 4 and lin.images_seen == 8 and len(lin.stints) == 1
+    assert lin.discriminator == {"in_channels": 6, "ndf": 8, "n_layers": 3, "norm": "batch"}
+    assert lin.stints[0]["recipe"]["ema_decay"] == 0.99 and lin.cpu_hours > 0
+
+    # The exported model is the EMA, not the raw weights.
+    from p2p_demo.hub import load_generator
+
+    G, _ = load_generator(str(folder))
+    k = next(k for k, v in ckpt1["G"].items() if v.is_floating_point() and v.numel() > 16)
+    torch.testing.assert_close(G.state_dict()[k].float(), ckpt1["G_ema"][k].half().float())
+    assert not torch.equal(ckpt1["G_ema"][k], ckpt1["G"][k])
+
+    # Architecture options come from the source: none given here.
+    cfg = config_from_args(["--data", str(data_dir), "--out-dir", str(tmp_path / "runs"), "--name", "second",
+                            "--init-from", str(folder), "--max-steps", "3", "--ema-decay", "0.99",
+                            "--batch-size", "2", "--checkpoint-every", "0", "--sample-every", "0",
+                            "--no-final-eval", "--no-progress", "--device", "cpu"])
+    assert (cfg.ngf, cfg.ndf, cfg.n_layers, cfg.norm) == (8, 8, 3, "batch")
+
+    t = Trainer(cfg, size=SIZE, in_channels=3, out_channels=3, device=torch.device("cpu"), steps_per_epoch=6)
+    from train.lineage import load_init_source
+
+    t.init_from(load_init_source(str(folder)))
+    half = lambda sd: {k: v.half().float() for k, v in sd.items() if v.is_floating_point()}  # noqa: E731
+    for name, module, saved in (("G", t.G, ckpt1["G"]), ("D", t.D, ckpt1["D"]), ("EMA", t.G_ema, ckpt1["G_ema"])):
+        got = {k: v for k, v in module.state_dict().items() if v.is_floating_point()}
+        for key, v in half(saved).items():
+            torch.testing.assert_close(got[key], v, msg=f"{name} {key}")
+
+    fit_mod.fit(cfg)
+    folder2 = export(tmp_path / "runs" / "second" / "checkpoints" / "last.pt", tmp_path / "model2")
+    lin2 = read_lineage(folder2)
+    assert [s["steps"] for s in lin2.stints] == [4, 3] and lin2.steps == 7 and lin2.images_seen == 14
+    assert lin2.stints[1]["init_from"] == str(folder)
+    meta = json.loads((folder2 / "config.json").read_text())
+    assert meta["metrics"]["total_steps"] == 7 and meta["metrics"]["total_images_seen"] == 14
+    assert "2 stint(s), 7 steps, 14 images seen" in (folder2 / "README.md").read_text()
+
+
+def test_init_from_with_other_architecture_says_what_to_change(data_dir, tmp_path):
+    from train.export import export
+
+    fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="a", max_steps=2))
+    folder = export(tmp_path / "runs" / "a" / "checkpoints" / "last.pt", tmp_path / "model")
+    with pytest.raises(SystemExit, match="does not fit this run's options.*--ngf"):
+        fit_mod.main(["--data", str(data_dir), "--out-dir", str(tmp_path / "runs"), "--name", "b", "--init-from",
+                      str(folder), "--ngf", "16", "--max-steps", "1", "--no-final-eval", "--no-progress"])
+
+
+def test_lineage_refuses_unknown_versions():
+    with pytest.raises(ValueError, match="version"):
+        Lineage.from_dict({"version": 99, "stints": []})
+
+
+def test_bundled_openmoji_carries_its_history():
+    lin = read_lineage(Path(__file__).resolve().parent.parent / "weights" / "openmoji")
+    assert lin.steps >= 3157 and lin.images_seen >= 12628 and lin.cpu_hours >= 2.0
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation: clean fills and variety
+
+
+def test_local_std_and_flat_std():
+    flat = np.full((32, 32, 3), 200, np.uint8)
+    assert float(local_std(flat).max()) == 0.0
+    rng = np.random.default_rng(0)
+    noisy = np.clip(200 + rng.normal(0, 10, flat.shape), 0, 255).astype(np.uint8)
+    assert flat_std(flat, flat) == 0.0
+    assert 8.0 < flat_std(noisy, flat) < 11.0  # 5x5 sample std of N(0, 10) noise
+    stripes = np.zeros((32, 32, 3), np.uint8)
+    stripes[:, ::2] = 255
+    assert flat_std(noisy, stripes) is None  # no flat target pixel to judge
+
+
+def test_pairwise_l1():
+    a, b = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)
+    assert pairwise_l1([a, a, a]) == 0.0
+    assert pairwise_l1([a, b]) == pytest.approx(2.0)
+    assert pairwise_l1([a, a, b]) == pytest.approx(4.0 / 3)
+
+
+def test_evaluate_scores_variety_only_with_dropout(data_dir):
+    from train.dataset import PairedData
+    from train.evaluate import evaluate_generator
+
+    data = PairedData.load(data_dir, "test")
+    torch.manual_seed(0)
+    with_dropout = build_generator(GeneratorConfig(ngf=8, num_downs=6))
+    without = build_generator(GeneratorConfig(ngf=8, num_downs=6, dropout=False))
+    m1, _ = evaluate_generator(with_dropout, data, variety_seeds=3)
+    m0, _ = evaluate_generator(without, data, variety_seeds=3)
+    assert m1["variety"] > 0.001 and m1["variety_seeds"] == 3
+    assert m0["variety"] == 0.0 and m0["variety_seeds"] == 1
+    assert m1["flat_std"] is None or m1["flat_std"] >= 0
