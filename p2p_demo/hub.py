@@ -406,7 +406,8 @@ def _describe(config: GeneratorConfig) -> str:
         kind = "a huggan U-Net"
     else:
         kind = {8: "a reference unet_256", 7: "a reference unet_128"}.get(config.num_downs, "a reference U-Net")
-    return (f"{kind} (ngf={config.ngf}, num_downs={config.num_downs}, {config.norm} norm, "
+    up = ", resize-conv decoder" if config.upsample == "resize" else ""
+    return (f"{kind} (ngf={config.ngf}, num_downs={config.num_downs}, {config.norm} norm{up}, "
             f"{config.in_channels}->{config.out_channels} channels)")
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 NORMS = ("batch", "instance")
 LAYOUTS = ("reference", "huggan")
+UPSAMPLES = ("transpose", "resize")
 
 
 @dataclass
@@ -36,6 +37,10 @@ class GeneratorConfig:
     dropout: bool = True
     dropout_p: float = 0.5  # the reference's rate; the chance each decoder unit is dropped
     layout: str = "reference"  # reference (authors' .pth keys) | huggan (Hub pytorch_model.bin keys)
+    # The decoder's x2 steps: the reference's 4x4 stride-2 transposed convolution, or "resize"
+    # (nearest x2 then a 3x3 convolution; Odena et al. 2016), which cannot draw checkerboards.
+    # Our own format only: the authors' and huggan layouts are transposed convolutions.
+    upsample: str = "transpose"
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -46,6 +51,10 @@ class GeneratorConfig:
             raise ValueError(f"num_downs must be at least 5, got {self.num_downs}")
         if not 0.0 < self.dropout_p < 1.0:
             raise ValueError(f"dropout_p must be between 0 and 1 (exclusive), got {self.dropout_p}")
+        if self.upsample not in UPSAMPLES:
+            raise ValueError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
+        if self.layout == "huggan" and self.upsample != "transpose":
+            raise ValueError("the huggan layout upsamples with transposed convolutions only")
         if self.layout == "huggan" and (self.num_downs, self.norm) != (8, "instance"):
             raise ValueError("the huggan layout is fixed: num_downs=8, norm='instance'")
 
@@ -168,6 +177,13 @@ class _SamplingMixin:
 # The reference layout: recursive skip blocks, keys "model.model.1.model.3...."
 
 
+def _up_conv(cin: int, cout: int, bias: bool, upsample: str) -> nn.Module:
+    """The decoder's x2 step (see GeneratorConfig.upsample)."""
+    if upsample == "resize":
+        return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=bias))
+    return nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias)
+
+
 class _SkipBlock(nn.Module):
     """One U-Net level: down -> submodule -> up, returning cat([x, up], 1) except outermost."""
 
@@ -182,6 +198,7 @@ class _SkipBlock(nn.Module):
         innermost: bool = False,
         norm: str = "batch",
         dropout: float = 0.0,
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         self.outermost = outermost
@@ -189,13 +206,13 @@ class _SkipBlock(nn.Module):
         bias = norm == "instance"  # BatchNorm has its own shift
         down = nn.Conv2d(in_channels, inner, 4, 2, 1, bias=bias)
         if outermost:
-            up = nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1)
+            up = _up_conv(inner * 2, outer, True, upsample)
             layers = [down, sub, nn.ReLU(True), up, nn.Tanh()]
         elif innermost:
-            up = nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=bias)
+            up = _up_conv(inner, outer, bias, upsample)
             layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True), up, _norm(norm, outer)]
         else:
-            up = nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=bias)
+            up = _up_conv(inner * 2, outer, bias, upsample)
             layers = [nn.LeakyReLU(0.2, True), down, _norm(norm, inner), sub,
                       nn.ReLU(True), up, _norm(norm, outer)]
             if dropout:
@@ -221,14 +238,15 @@ class UNetGenerator(_SamplingMixin, nn.Module):
         self.config = config
         c, ngf, norm = config, config.ngf, config.norm
         p = c.dropout_p if c.dropout else 0.0
-        block = _SkipBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
+        up = c.upsample
+        block = _SkipBlock(ngf * 8, ngf * 8, innermost=True, norm=norm, upsample=up)
         for _ in range(c.num_downs - 5):
-            block = _SkipBlock(ngf * 8, ngf * 8, sub=block, norm=norm, dropout=p)
-        block = _SkipBlock(ngf * 4, ngf * 8, sub=block, norm=norm)
-        block = _SkipBlock(ngf * 2, ngf * 4, sub=block, norm=norm)
-        block = _SkipBlock(ngf, ngf * 2, sub=block, norm=norm)
+            block = _SkipBlock(ngf * 8, ngf * 8, sub=block, norm=norm, dropout=p, upsample=up)
+        block = _SkipBlock(ngf * 4, ngf * 8, sub=block, norm=norm, upsample=up)
+        block = _SkipBlock(ngf * 2, ngf * 4, sub=block, norm=norm, upsample=up)
+        block = _SkipBlock(ngf, ngf * 2, sub=block, norm=norm, upsample=up)
         self.model = _SkipBlock(c.out_channels, ngf, in_channels=c.in_channels, sub=block,
-                                outermost=True, norm=norm)
+                                outermost=True, norm=norm, upsample=up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

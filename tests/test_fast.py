@@ -54,9 +54,9 @@ def masked_outputs(torch_r: Renderer, onnx_r: Renderer, x: torch.Tensor, seed: i
     return a, b
 
 
-@pytest.mark.parametrize("layout", ["reference", "huggan"])
-def test_onnx_equals_torch_for_seeded_samples(layout):
-    torch_r, onnx_r = pair(layout)
+@pytest.mark.parametrize("layout,cfg", [("reference", {}), ("huggan", {}), ("reference", {"upsample": "resize"})])
+def test_onnx_equals_torch_for_seeded_samples(layout, cfg):
+    torch_r, onnx_r = pair(layout, **cfg)
     size = 64 if layout == "reference" else 256
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)) * 2 - 1
     a, b = masked_outputs(torch_r, onnx_r, x, seed=11, n=3)

@@ -201,3 +201,40 @@ def test_per_image_statistics_differ_from_running_statistics():
 def test_unet_generator_refuses_the_huggan_config():
     with pytest.raises(ValueError, match="build_generator"):
         UNetGenerator(GeneratorConfig(layout="huggan", norm="instance"))
+
+
+def test_resize_conv_decoder_is_our_format_only():
+    from torch import nn
+
+    g = build_generator(GeneratorConfig(ngf=8, num_downs=6, upsample="resize"))
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
+    ups = [m for m in g.modules() if isinstance(m, nn.Upsample)]
+    assert len(ups) == 6 and all(u.mode == "nearest" and u.scale_factor == 2 for u in ups)
+    g.set_inference_mode(per_image_stats=True, dropout=False)
+    with torch.no_grad():
+        assert g(torch.zeros(2, 3, 64, 64)).shape == (2, 3, 64, 64)
+    # the reference layout is untouched: an old config without the key is a transposed-conv net
+    old = GeneratorConfig.from_dict({k: v for k, v in GeneratorConfig(ngf=8, num_downs=6).to_dict().items()
+                                     if k != "upsample"})
+    assert old.upsample == "transpose"
+    assert sum(isinstance(m, nn.ConvTranspose2d) for m in build_generator(old).modules()) == 6
+    with pytest.raises(ValueError, match="huggan"):
+        GeneratorConfig(layout="huggan", norm="instance", upsample="resize")
+    with pytest.raises(ValueError, match="upsample"):
+        GeneratorConfig(upsample="bilinear")
+
+
+def test_resize_conv_model_folder_round_trips(tmp_path):
+    from p2p_demo.hub import load_generator, save_pretrained
+
+    torch.manual_seed(0)
+    g = build_generator(GeneratorConfig(ngf=8, num_downs=6, upsample="resize", in_channels=1))
+    save_pretrained(g, tmp_path / "m", line_style={"size": 64, "stroke_width": 1, "margin": 0.06}, name="m",
+                    dtype=torch.float32)
+    g2, info = load_generator(str(tmp_path / "m"))
+    assert info.generator.upsample == "resize"
+    x = torch.rand(1, 1, 64, 64) * 2 - 1
+    for m in (g, g2):
+        m.set_inference_mode(per_image_stats=True, dropout=False)
+    with torch.no_grad():
+        torch.testing.assert_close(g(x), g2(x))

@@ -5,6 +5,7 @@ the reference recipe side by side.
     python -m train compare patch  --data data/openmoji-128 --out-dir runs/compare
     python -m train compare ngf    --data data/openmoji-128 --out-dir runs/compare
     python -m train compare recipe --data data/openmoji-256 --out-dir runs/compare --seconds 900
+    python -m train compare levers --data data/openmoji-128 --out-dir runs/compare --seconds 480 --threads 1
 
 Each suite trains its variants with ``python -m train fit`` (one process per variant, so a crash or
 a kill costs one variant; a finished variant is not trained again), then writes into
@@ -27,6 +28,11 @@ its 100 + 100 epochs would have it for far longer than any budget here) and the 
 wall-clock budget (``--seconds``) on the same device; they run at the same time with ``--threads``
 each (default: the cores split evenly), so both see the same machine. A recipe's run folder is
 named by a digest of its options, so changing a recipe trains it again instead of reusing a stale run.
+
+``levers`` measures what each of the project's training levers gives for the same wall-clock budget
+(``--seconds``, the budget lr schedule), one after the other with ``--threads`` threads each: the
+budgeted recipe in fp32, then with bf16 autocast + channels-last (more images in the same time),
+then + an EMA of the weights, then from that one + the resize-conv decoder and + mode seeking.
 """
 
 from __future__ import annotations
@@ -62,6 +68,9 @@ COMPACT = {"ngf": 16, "norm": "instance", "in_channels": 1, "batch_size": 4, "nd
 BUDGETED = {**COMPACT, "lr": 1e-3, "lr_schedule": "budget"}
 # The reference recipe: TrainConfig's defaults, spelled out so the table says what ran.
 REFERENCE = {"ngf": 64, "norm": "batch", "in_channels": 0, "batch_size": 1, "ndf": 64, "amp": "none"}
+# The levers, each measured against the one before it (the last two against "+ EMA").
+FAST = {**BUDGETED, "amp": "bf16", "channels_last": True}
+WITH_EMA = {**FAST, "ema_decay": 0.999}
 
 # suite -> [(label, fit options)]; each changes one thing from the compact recipe's L1 + cGAN, 70x70.
 SUITES: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -71,20 +80,24 @@ SUITES: dict[str, list[tuple[str, dict[str, Any]]]] = {
               ("286x286", {"n_layers": 5})],
     "ngf": [("ngf 8", {"ngf": 8}), ("ngf 16", {"ngf": 16}), ("ngf 32", {"ngf": 32})],
     "recipe": [("reference recipe", REFERENCE), ("project recipe", BUDGETED)],
+    "levers": [("budgeted fp32", BUDGETED), ("+ bf16, channels-last", FAST), ("+ EMA 0.999", WITH_EMA),
+               ("+ resize-conv", {**WITH_EMA, "upsample": "resize"}),
+               ("+ mode seeking 1", {**WITH_EMA, "lambda_ms": 1.0})],
 }
+TIMED = ("recipe", "levers")  # suites that give each variant the same wall-clock budget
 # OpenMoji's held-out cats and shoes first (the test split has two cats and a sandal), then a spread.
 ROW_PATTERNS = (r"cat face", r"kissing cat", r"sandal|shoe|boot", r"tropical fish", r"grinning face", r"house",
                 r"\bdog\b", r"\bcar\b")
-METRICS = ("l1", "psnr", "ssim", "edge_f1")
+METRICS = ("l1", "psnr", "ssim", "edge_f1", "flat_std", "variety")
 
 
 def run_name(suite: str, label: str, schedule: dict[str, Any]) -> str:
     """The variant's run folder. loss/patch/ngf name runs by what they train, so a variant two suites
     share (the compact L1 + cGAN, 70x70, ngf 16 baseline is in all three) is trained once."""
-    if suite == "recipe":  # named by what it trains too: a changed recipe is a new run, never a stale one
+    if suite in TIMED:  # named by what it trains too: a changed recipe is a new run, never a stale one
         options = json.dumps(dict(SUITES[suite])[label], sort_keys=True)
         digest = hashlib.sha256(options.encode()).hexdigest()[:8]
-        return "recipe-" + "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-") + \
+        return f"{suite}-" + "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-") + \
             f"-{digest}-{schedule['max_seconds']:g}s"
     o = {"loss": "l1+cgan", "n_layers": 3, **COMPACT, **dict(SUITES[suite])[label]}
     return f"{o['loss']}-d{o['n_layers']}-ngf{o['ngf']}-{schedule['n_epochs'] + schedule['n_epochs_decay']:g}ep"
@@ -95,7 +108,8 @@ def fit_argv(data: str, out_dir: Path, name: str, options: dict[str, Any], sched
     argv = [sys.executable, "-m", "train", "fit", "--data", data, "--out-dir", str(out_dir), "--name", name,
             "--no-progress", "--checkpoint-every", "200", "--sample-every", "0"]
     for key, value in merged.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
+        flag = key.replace("_", "-")
+        argv += ([f"--{flag}" if value else f"--no-{flag}"] if isinstance(value, bool) else [f"--{flag}", str(value)])
     return argv
 
 
@@ -109,7 +123,7 @@ def train_variants(suite: str, data: str, out_dir: Path, schedule: dict[str, Any
         if (folder / "metrics.json").exists():
             log.info("%s: done already (%s)", label, folder)
             continue
-        base = {} if suite == "recipe" else COMPACT
+        base = {} if suite in TIMED else COMPACT
         argv = fit_argv(data, out_dir, name, {**base, **options}, schedule)
         if (folder / "checkpoints" / "last.pt").exists():
             argv = argv[:4] + ["--resume", "--out-dir", str(out_dir), "--name", name, "--no-progress"]
@@ -198,11 +212,16 @@ def generator_ms(config: GeneratorConfig, size: int, repeats: int = 30) -> tuple
 
 
 def markdown(results: list[dict[str, Any]], extra: Sequence[str] = ()) -> str:
-    head = ["variant", "L1 ↓", "PSNR ↑", "SSIM ↑", "edge F1 ↑", "steps", "images", "wall s", *extra]
+    head = ["variant", "L1 ↓", "PSNR ↑", "SSIM ↑", "edge F1 ↑", "flat std ↓", "variety ↑", "steps", "images",
+            "wall s", *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def num(v: Any, fmt: str) -> str:
+        return "–" if v is None else format(v, fmt)
+
     for r in results:
-        cells = [r["variant"], f"{r['l1']:.3f}", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}",
-                 f"{r['edge_f1']:.3f}" if r["edge_f1"] is not None else "–", str(r["steps"]), str(r["images_seen"]),
+        cells = [r["variant"], f"{r['l1']:.3f}", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", num(r["edge_f1"], ".3f"),
+                 num(r.get("flat_std"), ".2f"), num(r.get("variety"), ".3f"), str(r["steps"]), str(r["images_seen"]),
                  f"{r['wall_time_s']:.0f}", *(str(r.get(k, "")) for k in extra)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -215,8 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="prepared dataset folder with a test split")
     p.add_argument("--out-dir", default="runs/compare")
     p.add_argument("--epochs", type=float, default=2.0, help="loss/patch/ngf: epochs per variant (half decay)")
-    p.add_argument("--seconds", type=float, default=900.0, help="recipe: wall-clock budget per recipe")
-    p.add_argument("--threads", type=int, default=0, help="recipe: CPU threads per run (0 = cores / 2)")
+    p.add_argument("--seconds", type=float, default=900.0, help="recipe, levers: wall-clock budget per variant")
+    p.add_argument("--threads", type=int, default=0, help="recipe, levers: CPU threads per run (0 = cores / 2)")
     p.add_argument("--rows", type=int, default=6, help="held-out drawings in the grid")
     p.add_argument("--speed-size", type=int, default=256, help="ngf: image side for the generator timing")
     args = p.parse_args(argv)
@@ -224,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = Path(args.out_dir)
     suite_dir = out_dir / args.suite
     suite_dir.mkdir(parents=True, exist_ok=True)
-    if args.suite == "recipe":
+    if args.suite in TIMED:
         threads = args.threads or max(1, (os.cpu_count() or 2) // 2)
         schedule = {"max_seconds": args.seconds, "workers": threads, "n_epochs": 100, "n_epochs_decay": 100}
     else:

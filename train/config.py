@@ -42,6 +42,7 @@ class TrainConfig:
     dropout: bool = True
     dropout_p: float = 0.5  # the reference's rate
     in_channels: int = 0  # 0 = as many as the targets (the reference feeds edges as RGB); or 1
+    upsample: str = "transpose"  # decoder x2 steps: transpose (the reference) | resize (nearest x2 + 3x3 conv)
     # discriminator
     ndf: int = 64
     n_layers: int = 3  # 0 = PixelGAN, 1..5 = 16..286 px patches; 3 = 70x70
@@ -83,7 +84,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, value, allowed in (("loss", self.loss, LOSSES), ("gan_mode", self.gan_mode, GAN_MODES),
                                      ("amp", self.amp, AMP_MODES), ("norm", self.norm, ("batch", "instance")),
-                                     ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
+                                     ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
+                                     ("upsample", self.upsample, ("transpose", "resize"))):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not 0 <= self.n_layers <= 5:

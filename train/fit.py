@@ -215,7 +215,7 @@ class Trainer:
             raise ValueError(f"image size {size} is not a multiple of 2**num_downs = {2**num_downs}")
         self.gen_config = GeneratorConfig(in_channels=in_channels, out_channels=out_channels, ngf=cfg.ngf,
                                           num_downs=num_downs, norm=cfg.norm, dropout=cfg.dropout,
-                                          dropout_p=cfg.dropout_p)
+                                          dropout_p=cfg.dropout_p, upsample=cfg.upsample)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
         self.G = build_generator(self.gen_config)
         init_weights(self.G, cfg.init_std)
@@ -737,9 +737,10 @@ HELP = {
     "ema_decay": "keep an EMA of G's weights with this decay (e.g. 0.999); it is what is shown and exported",
     "lambda_ms": "weight of the mode-seeking term between two dropout samples (Mao et al. 2019)",
     "lr_d": "discriminator lr (0 = --lr)",
+    "upsample": "decoder x2 steps: transpose (the reference's 4x4 stride-2) | resize (nearest x2 + 3x3 conv: no checkerboard)",
 }
 CHOICES = {"loss": LOSSES, "gan_mode": GAN_MODES, "amp": AMP_MODES, "norm": ("batch", "instance"),
-           "lr_schedule": LR_SCHEDULES}
+           "lr_schedule": LR_SCHEDULES, "upsample": ("transpose", "resize")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -763,7 +764,7 @@ def architecture_of(spec: str) -> dict[str, Any]:
     src = load_init_source(spec)
     g = src.generator_config
     arch = {"ngf": g["ngf"], "num_downs": g["num_downs"], "norm": g["norm"], "dropout": g["dropout"],
-            "dropout_p": g.get("dropout_p", 0.5), "in_channels": g["in_channels"]}
+            "dropout_p": g.get("dropout_p", 0.5), "in_channels": g["in_channels"], "upsample": g.get("upsample", "transpose")}
     if src.lineage.discriminator:
         arch.update(ndf=src.lineage.discriminator["ndf"], n_layers=src.lineage.discriminator["n_layers"])
     return arch
