@@ -185,6 +185,12 @@ class Renderer:
             return edges_mod.normalize_sketch(source, style).image
         return edges_mod.photo_to_edges(load_image(source), method=method, style=style).image
 
+    def sampled(self, deterministic: bool = False) -> bool:
+        """Whether samples differ: dropout on, unless asked off or the model is not made for it
+        (``info.dropout_sampling`` false: models published for dropout-off rendering, the huggan
+        ones, give noise with dropout on) or it has no dropout at all."""
+        return not deterministic and getattr(self.info, "dropout_sampling", True) and self.generator.has_dropout
+
     @torch.inference_mode()
     def generate(self, model_input: np.ndarray, *, n: int = 1, seed: int = 0,
                  deterministic: bool = False, batch_size: int | None = None, first: int = 0) -> list[np.ndarray]:
@@ -200,7 +206,7 @@ class Renderer:
         if n < 1 or first < 0:
             raise ValueError(f"n must be at least 1 and first at least 0, got n={n}, first={first}")
         g = self.generator
-        sampled = not deterministic and g.has_dropout
+        sampled = self.sampled(deterministic)
         n_out = n if sampled else 1
         batch_size = batch_size or n_out
         self.notes = []

@@ -305,9 +305,8 @@ class ModelManager:
 
 
 def _sampled(r: Any, info: Any, deterministic: bool) -> bool:
-    """Whether samples differ: dropout on, unless asked off or the model is not made for it
-    (models published for dropout-off rendering, the huggan ones, give noise with dropout on)."""
-    return not deterministic and info.dropout_sampling and r.generator.has_dropout
+    """The renderer's own rule (``Renderer.sampled``), which the CLI and the Python API use too."""
+    return r.sampled(deterministic)
 
 
 def _status(name: str, device: str, n: int, seed: int, sampled: bool, deterministic: bool, model_s: float,

@@ -131,3 +131,36 @@ def test_looks_like_drawing_tells_sketch_from_photo():
 def test_invalid_n_is_refused(renderer, edge_map):
     with pytest.raises(ValueError, match="n must be"):
         renderer.generate(edge_map, n=0)
+
+
+def test_a_model_published_for_dropout_off_renders_deterministically_for_every_seed(edge_map, tmp_path):
+    """Renderer and the CLI honour ``dropout_sampling: false`` (the huggan models' registry entry)."""
+    r = tiny_renderer()
+    r.info = SimpleNamespace(**{**vars(r.info), "dropout_sampling": False})
+    canonical = r.generate(edge_map, n=1, deterministic=True)[0]
+    for seed in (0, 1, 7):
+        out = r.generate(edge_map, n=3, seed=seed)
+        assert len(out) == 3 and all(np.array_equal(o, canonical) for o in out)
+    assert not r.sampled() and tiny_renderer().sampled() and not tiny_renderer().sampled(deterministic=True)
+
+    # the CLI, on a model folder whose config says so
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from p2p_demo.hub import save_pretrained
+
+    folder = save_pretrained(r.generator, tmp_path / "m", line_style=r.info.line_style, name="m",
+                             dtype=torch.float32)
+    meta = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**meta, "dropout_sampling": False}))
+    Image.fromarray(edge_map).save(tmp_path / "in.png")
+    outs = []
+    for seed in ("0", "5"):
+        subprocess.run([sys.executable, "-m", "p2p_demo", "render", "--model", str(folder), "--input",
+                        str(tmp_path / "in.png"), "--out", str(tmp_path / f"out{seed}.png"), "--seed", seed],
+                       check=True, capture_output=True, timeout=120)
+        outs.append(np.asarray(Image.open(tmp_path / f"out{seed}.png")))
+    assert np.array_equal(outs[0], outs[1])
