@@ -47,7 +47,6 @@ import torch
 from torch import nn
 
 from p2p_demo.image import array_to_rgb as to_rgb, grid, resize, save_image, to_images
-from p2p_demo.nets import GeneratorConfig, build_generator
 from p2p_demo.render import sample_seed
 from train.dataset import PairedData, read_manifest
 
@@ -221,9 +220,11 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> tuple[nn.Module
     hub spec (through p2p_demo.hub.load_generator)."""
     ckpt = _train_checkpoint(Path(spec))
     if ckpt is not None:
-        G = build_generator(GeneratorConfig.from_dict(ckpt["generator_config"]))
-        G.load_state_dict(ckpt["G"])  # strict
-        info = {"line_style": ckpt.get("line_style"), "step": ckpt.get("step"), "source": "checkpoint"}
+        from train.fit import checkpoint_generator
+
+        G = checkpoint_generator(ckpt)
+        info = {"line_style": ckpt.get("line_style"), "step": ckpt.get("step"), "source": "checkpoint",
+                "weights": "ema" if ckpt.get("G_ema") else "raw"}
     else:
         from p2p_demo.hub import load_generator
 

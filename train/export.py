@@ -22,8 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
-from p2p_demo.nets import GeneratorConfig, build_generator
-from train.fit import load_checkpoint
+from train.fit import checkpoint_generator, load_checkpoint
 from train.lineage import checkpoint_lineage, write_training_state
 
 log = logging.getLogger(__name__)
@@ -81,8 +80,7 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None, 
 
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
-    G = build_generator(GeneratorConfig.from_dict(ckpt["generator_config"]))
-    G.load_state_dict(ckpt.get("G_ema") or ckpt["G"])  # strict; the average is the model when there is one
+    G = checkpoint_generator(ckpt)
     lineage = checkpoint_lineage(ckpt)
     data = ckpt.get("data") or {}
     line_style = ckpt.get("line_style")

@@ -117,6 +117,14 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str,
     return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
+def checkpoint_generator(ckpt: dict[str, Any]) -> nn.Module:
+    """The generator a checkpoint stands for: the EMA of the weights when the run kept one (what
+    export writes and evaluate judges), else the raw weights. Loaded strictly."""
+    G = build_generator(GeneratorConfig.from_dict(ckpt["generator_config"]))
+    G.load_state_dict(ckpt.get("G_ema") or ckpt["G"])
+    return G
+
+
 # --------------------------------------------------------------------------------------------
 # RNG states as plain tensors / lists (what torch.load(weights_only=True) accepts)
 
