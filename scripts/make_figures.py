@@ -6,6 +6,8 @@ writes  heldout.png   held-out drawings: input | output | target (the reference'
         variety.png   one held-out drawing, 8 seeds (dropout on)
         sketches.png  hand-drawn sketches (p2p_demo/examples) through the app's own pipeline:
                       drawing | what the model sees | output
+        before_after.png  with --before MODEL: held-out drawings, input | before | after | target
+                      (both seed 0), and the sketches as drawing | before | after
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--data", help="prepared dataset folder (its test split is used)")
     p.add_argument("--out", required=True)
+    p.add_argument("--before", help="an earlier version of the model, for before_after.png")
     p.add_argument("--patterns", nargs="*", default=[r"\bcat\b", r"running shoe", r"boot", r"high-heeled",
                                                      r"cat face", r"\bdog\b", r"\bapple\b", r"\bcar\b"])
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     r = Renderer.load(args.model)
+    before = Renderer.load(args.before) if args.before else None
 
     if args.data:
         from train.prepare import load_prepared
@@ -49,17 +53,29 @@ def main(argv: list[str] | None = None) -> int:
         save_image(grid(pairs), out / "heldout.png")
         print("held-out:", ", ".join(ann[i] for i in idx))
 
+        if before is not None:
+            ba = [[d["A"][i], before.generate(d["A"][i], n=1, seed=0)[0], row[1], d["B"][i]] for i, row in zip(idx, rows)]
+            pairs = [ba[i] + ba[i + 1] for i in range(0, len(ba) - 1, 2)]
+            save_image(grid(pairs), out / "before_after.png")
+
         a = d["A"][idx[0]]
         samples = r.generate(a, n=8, seed=0)
         save_image(grid([[a] + samples[:4], [d["B"][idx[0]]] + samples[4:]]), out / "variety.png")
 
-    rows = []
+    def enlarged(x: np.ndarray) -> np.ndarray:  # small models shown enlarged, pixel for pixel
+        return cv2.resize(x, (256, 256), interpolation=cv2.INTER_NEAREST)
+
+    rows, ba_rows = [], []
     for path in example_paths():
         drawing = resize(load_image(path), 256)
         res = r(drawing, edges="sketch", n=1, seed=0)
-        big = [cv2.resize(x, (256, 256), interpolation=cv2.INTER_NEAREST) for x in (res.edges, res.images[0])]
-        rows.append([drawing, *big])  # small models shown enlarged, pixel for pixel
+        rows.append([drawing, enlarged(res.edges), enlarged(res.images[0])])
+        if before is not None:
+            ba_rows.append([drawing, enlarged(before(drawing, edges="sketch", n=1, seed=0).images[0]),
+                            enlarged(res.images[0])])
     save_image(grid(rows), out / "sketches.png")
+    if ba_rows:
+        save_image(grid(ba_rows), out / "sketches_before_after.png")
     print("wrote", ", ".join(str(f) for f in sorted(out.glob("*.png"))))
     return 0
 

@@ -58,8 +58,19 @@ def smiley() -> np.ndarray:
     return _draw([face, *eyes, smile], closed={0, 1, 2})
 
 
+def house() -> np.ndarray:
+    walls = [(58, 120), (58, 222), (198, 222), (198, 120)]
+    roof = [(40, 126), (128, 44), (216, 126)]
+    chimney = [(164, 84), (164, 52), (184, 52), (184, 102)]
+    door = [(112, 222), (112, 166), (144, 166), (144, 222)]
+    windows = [[(74, 140), (102, 140), (102, 166), (74, 166), (74, 140)],
+               [(154, 140), (182, 140), (182, 166), (154, 166), (154, 140)]]
+    panes = [[(88, 140), (88, 166)], [(74, 153), (102, 153)], [(168, 140), (168, 166)], [(154, 153), (182, 153)]]
+    return _draw([walls, roof, chimney, door, *windows, *panes])
+
+
 def main() -> None:
-    for name, fn in [("cat_face", cat_face), ("shoe", shoe), ("smiley", smiley)]:
+    for name, fn in [("cat_face", cat_face), ("shoe", shoe), ("smiley", smiley), ("house", house)]:
         cv2.imwrite(str(HERE / f"{name}.png"), fn())
 
 
