@@ -39,7 +39,11 @@ CSS = """
 #edges img { image-rendering: pixelated; }
 """
 # What launch() always gets; tests and the benchmark launch with the same settings.
-LAUNCH_KWARGS = dict(run_history=False, ssr_mode=False, share=False, max_file_size=MAX_UPLOAD, css=CSS)
+# show_error: where Gradio itself refuses a request before any of our code runs (a file path that
+# was not uploaded, a string where a file belongs, too few arguments), the client gets Gradio's
+# message instead of {"error": null}; our own refusals are gr.Error and shown either way.
+LAUNCH_KWARGS = dict(run_history=False, ssr_mode=False, share=False, max_file_size=MAX_UPLOAD, css=CSS,
+                     show_error=True)
 
 HOW_IT_WORKS = """
 **pix2pix** (Isola et al., *Image-to-Image Translation with Conditional Adversarial Networks*, CVPR 2017)
@@ -126,11 +130,12 @@ def _atomic_output_cache() -> None:
 
 
 @contextlib.contextmanager
-def _as_toast():
-    """A UserMessage becomes a Gradio error toast (and an error for API clients)."""
+def _as_toast(what: str):
+    """A UserMessage becomes a Gradio error toast (and an error for API clients), and one log line."""
     try:
         yield
     except UserMessage as e:
+        log.info("%s refused: %s", what, e)
         raise gr.Error(str(e), print_exception=False) from None
 
 
@@ -141,14 +146,14 @@ def _shown(fn):
 
         @functools.wraps(fn)
         def stream(*args, **kwargs):
-            with _as_toast():
+            with _as_toast(fn.__name__):
                 yield from fn(*args, **kwargs)
 
         return stream
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with _as_toast():
+        with _as_toast(fn.__name__):
             return fn(*args, **kwargs)
 
     return wrapper
@@ -182,13 +187,13 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         return _outputs(manager.render_upload(_uploaded(photo), model_id=model, n=n, seed=seed,
                                               deterministic=deterministic, edges=edges))
 
-    def load_example(path):
-        """An example drawing onto the canvas; the canvas' change event then renders it. Read from
-        our own file of that name (the event gets Gradio's cached copy), never from a given path."""
-        ours = {p.name: p for p in examples_files}.get(Path(str(path)).name)
-        if ours is None:
-            raise gr.Error("unknown example", print_exception=False)
-        return sketch.encode(load_image(ours))
+    @_shown
+    def load_example(index):
+        """An example drawing onto the canvas; the canvas' change event then renders it. The client
+        names the example by its index in our list (the gallery sends it): nothing it sends is a path."""
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(examples_files):
+            raise UserMessage(f"unknown example {index!r}; pick one by its number, 0 to {len(examples_files) - 1}")
+        return sketch.encode(load_image(examples_files[index]))
 
     def render_active(tab, drawing, photo, model, n, seed, deterministic, edges):
         """Re-render whichever tab is showing."""
@@ -205,7 +210,9 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         """
         return render_photo(image, model, n, seed, deterministic, edges)
 
+    @_shown
     def switch_model(model, current, progress=gr.Progress()):
+        manager.info(model)  # not a registry id (a forged value, not in the list): refused, as /render does
         try:
             description = manager.switch(model, progress)
         except UserMessage as e:
@@ -223,10 +230,12 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
                 with gr.Tabs():
                     with gr.Tab("Sketch", id="sketch") as sketch_tab:
                         canvas = sketch.sketch_canvas(elem_id="sketch")
-                        example_image = gr.Image(type="filepath", visible=False)
-                        gr.Examples([[str(p)] for p in examples_files], inputs=[example_image], outputs=[canvas],
-                                    fn=load_example, run_on_click=True, cache_examples=False,
-                                    api_visibility="private", label="Start from an example", elem_id="examples")
+                        # Not gr.Examples: its events take the example as a gr.Image(type="filepath"),
+                        # and Gradio would open and decode any path a client names there. This
+                        # gallery sends the index of the example clicked.
+                        examples = gr.Dataset(components=[gr.Image(visible=False, render=False)],
+                                              samples=[[str(p)] for p in examples_files], type="index",
+                                              label="Start from an example", elem_id="examples")
                     with gr.Tab("Photo", id="photo") as photo_tab:
                         photo = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"],
                                          label="Photo (or a drawing)", elem_id="photo")
@@ -278,9 +287,11 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         gr.on([n.change, seed.change, deterministic.change], render_active, everything, outs,
               show_progress="hidden", **live)
         roll.click(new_seed, None, seed, api_visibility="private", queue=False)
+        examples.click(load_example, examples, canvas, api_visibility="private", preprocess=False,
+                       show_progress="hidden")
         model.input(switch_model, [model, model_state], [model, model_state, model_info],
                     show_progress="full", show_progress_on=[model_info], concurrency_limit=1,
-                    concurrency_id="switch", api_visibility="private").then(
+                    concurrency_id="switch", api_visibility="private", preprocess=False).then(
             render_active, everything, outs, show_progress="hidden", **live)
 
         # The public API: an image file + options. Gradio does not decode the upload

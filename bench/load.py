@@ -1,7 +1,7 @@
 """Load test: many gradio_client users calling /render at once; every call must be answered.
 
     python -m bench.load [--users 50] [--calls 20] [--samples 1] [--url URL]
-                         [--weights-dir DIR] [--model ID] [--timeout 120]
+                         [--weights-dir DIR] [--model ID] [--timeout 120] [--hostile USERS]
 
 Without ``--url`` the app (``python app.py``, as deployed: queue of 16, one render at a time) is
 started in a subprocess on 127.0.0.1 with the registry's default model, or a random stand-in with
@@ -16,6 +16,14 @@ after the other, all users at once. A call ends as
 Printed: calls, ok, busy, failed, p50 / p95 / max latency of the ok calls, wall time; then one
 more call after the storm, which must succeed at once (the app recovers). Exit status 1 when a
 call failed or the last call did not succeed. tests/test_reliability.py runs a small version.
+
+``--hostile USERS`` runs the storm three times against the same app: as above; with USERS more
+normal users (what any extra calls cost, as the app renders one call at a time); and with USERS
+more users sending, in turn, small files with absurd sizes (tests/hostile.py: a 58 kB
+1 x 30,000,000 PNG, a 12 kB 6300 x 6300 one, a 37 kB 13000 x 13000 one, a 20000 x 20000 bomb) and
+a text file named .png. Such a call ends as *refused* (a one-line message) or *busy*; anything
+else (it rendered, an empty error, no answer) is *failed*. The normal calls' p50 / p95 of the storms are printed side by side,
+with the app's resident memory (VmRSS, and its peak VmHWM) before and after, when the app runs here.
 """
 
 from __future__ import annotations
@@ -45,9 +53,10 @@ BUSY = "Queue is full"
 class Call:
     user: int
     index: int
-    status: str  # ok | busy | failed
+    status: str  # ok | busy | failed | refused (a hostile file, answered with a message)
     seconds: float
     error: str = ""
+    hostile: bool = False
 
 
 @dataclass
@@ -57,11 +66,11 @@ class LoadResult:
     wall_s: float
     calls: list[Call] = field(default_factory=list)
 
-    def count(self, status: str) -> int:
-        return sum(c.status == status for c in self.calls)
+    def count(self, status: str, hostile: bool | None = None) -> int:
+        return sum(c.status == status and hostile in (None, c.hostile) for c in self.calls)
 
-    def latency(self, q: float) -> float:
-        return percentile([c.seconds for c in self.calls if c.status == "ok"], q)
+    def latency(self, q: float, status: str = "ok") -> float:
+        return percentile([c.seconds for c in self.calls if c.status == status], q)
 
     @property
     def answered(self) -> int:
@@ -96,15 +105,57 @@ def render_once(client, image: str, *, seed: int, samples: int, timeout: float, 
     return "ok", ""
 
 
+def hostile_once(client, image: str, *, timeout: float, model: str | None = None) -> tuple[str, str]:
+    """One /render call with a file that must be refused: ("refused" | "busy" | "failed", text)."""
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    from gradio_client import handle_file
+
+    job = client.submit(handle_file(image), model, 1, 0, False, "auto", api_name="/render")
+    try:
+        job.result(timeout=timeout)
+    except FutureTimeout:
+        job.cancel()
+        return "failed", f"no answer in {timeout:.0f} s"
+    except Exception as e:
+        text = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        if BUSY in text:
+            return "busy", text
+        message = str(e).strip()
+        return ("refused", "") if message and message != "None" and "\n" not in message else ("failed", text)
+    return "failed", f"{Path(image).name} rendered"
+
+
+def hostile_files(folder: Path) -> list[str]:
+    """The files of --hostile, written into ``folder``."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from hostile import HUGE, THIN, png_blank, png_bomb
+
+    cases = {"thin.png": png_blank(*THIN), "huge.png": png_blank(*HUGE), "huger.png": png_blank(13000, 13000),
+             "bomb.png": png_bomb(), "text.png": b"this is not an image at all\n" * 20}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in cases.items():
+        (folder / name).write_bytes(data)
+    return [str(folder / name) for name in cases]
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(resident, peak resident) memory of a local process in MB, from /proc (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
 def run_load(url: str, *, users: int, calls: int, image: str, model: str | None = None, samples: int = 1,
-             timeout: float = 120.0, download_dir: str | os.PathLike | None = None) -> LoadResult:
-    """``users`` threads, each with its own client, make ``calls`` /render calls; all start together."""
+             timeout: float = 120.0, download_dir: str | os.PathLike | None = None,
+             hostile_users: int = 0, hostile: list[str] = ()) -> LoadResult:
+    """``users`` threads, each with its own client, make ``calls`` /render calls; all start together.
+    ``hostile_users`` more make ``calls`` calls each with the ``hostile`` files in turn."""
     from gradio_client import Client
 
     root = Path(download_dir if download_dir is not None else tempfile.mkdtemp(prefix="p2p-load-"))
     result = LoadResult(users, calls, 0.0)
     lock = threading.Lock()
-    ready = threading.Barrier(users + 1)
+    ready = threading.Barrier(users + hostile_users + 1)
 
     def user(k: int) -> None:
         try:
@@ -119,13 +170,16 @@ def run_load(url: str, *, users: int, calls: int, image: str, model: str | None 
         ready.wait()
         for j in range(calls):
             t0 = time.perf_counter()
-            status, error = render_once(client, image, seed=k * calls + j, samples=samples, timeout=timeout,
-                                        model=model)
+            if k < users:
+                status, error = render_once(client, image, seed=k * calls + j, samples=samples, timeout=timeout,
+                                            model=model)
+            else:
+                status, error = hostile_once(client, hostile[(k + j) % len(hostile)], timeout=timeout, model=model)
             with lock:
-                result.calls.append(Call(k, j, status, time.perf_counter() - t0, error))
+                result.calls.append(Call(k, j, status, time.perf_counter() - t0, error, hostile=k >= users))
         client.close()
 
-    threads = [threading.Thread(target=user, args=(k,), daemon=True) for k in range(users)]
+    threads = [threading.Thread(target=user, args=(k,), daemon=True) for k in range(users + hostile_users)]
     for t in threads:
         t.start()
     ready.wait()  # every client is connected: start the storm
@@ -137,21 +191,32 @@ def run_load(url: str, *, users: int, calls: int, image: str, model: str | None 
     return result
 
 
-def report(result: LoadResult, recovery: tuple[str, float, str] | None = None, notes: list[str] = ()) -> str:
-    total = result.users * result.calls_per_user
-    rows = [[f"{result.users} x {result.calls_per_user}", total, result.count("ok"), result.count("busy"),
-             result.count("failed") + (total - result.answered), result.latency(0.5), result.latency(0.95),
-             result.latency(1.0), result.wall_s]]
-    notes = list(notes)
-    if total != result.answered:
-        notes.append(f"{total - result.answered} calls never returned (counted as failed)")
-    for error, n in result.failures().most_common(5):
+def report(result: LoadResult, recovery: tuple[str, float, str] | None = None, notes: list[str] = (),
+           earlier: list[LoadResult] = ()) -> str:
+    """The table: a row for each ``earlier`` storm (run against the same app), then ``result``."""
+    rows, notes = [], list(notes)
+    for r in [*earlier, result]:
+        hostile_users = len({c.user for c in r.calls if c.hostile})
+        total = (r.users + hostile_users) * r.calls_per_user
+        what = f"{r.users} x {r.calls_per_user}" + (f" + {hostile_users} hostile x {r.calls_per_user}"
+                                                     if hostile_users else "")
+        rows.append([what, total, r.count("ok"), r.count("busy"), r.count("refused"),
+                     r.count("failed") + (total - r.answered), r.latency(0.5), r.latency(0.95), r.latency(1.0),
+                     r.wall_s])
+        if total != r.answered:
+            notes.append(f"{what}: {total - r.answered} calls never returned (counted as failed)")
+        if hostile_users:
+            notes.append(f"hostile calls: {r.count('refused')} refused with a message in p50 {r.latency(0.5, 'refused'):.2f}"
+                         f" / p95 {r.latency(0.95, 'refused'):.2f} / max {r.latency(1.0, 'refused'):.2f} s, "
+                         f"{r.count('busy', hostile=True)} busy, {r.count('failed', hostile=True)} failed")
+    for error, n in sum((r.failures() for r in [*earlier, result]), Counter()).most_common(5):
         notes.append(f"failed x{n}: {error}")
     if recovery is not None:
         status, seconds, error = recovery
         notes.append(f"one call right after: {status} in {seconds:.2f} s" + (f" ({error})" if error else ""))
     return table("/render under load (latency of the ok calls, seconds)",
-                 ["users x calls", "calls", "ok", "busy", "failed", "p50", "p95", "max", "wall"], rows, notes)
+                 ["users x calls", "calls", "ok", "busy", "refused", "failed", "p50", "p95", "max", "wall"],
+                 rows, notes)
 
 
 def default_model(url: str) -> str:
@@ -206,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="registry id (default: the app's default model)")
     ap.add_argument("--image", default=None, help="the file every call uploads (default: the cat example)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds one call may take before it is a hang")
+    ap.add_argument("--hostile", type=int, default=0, metavar="USERS",
+                    help="run the storm again with USERS more users sending hostile files (see above)")
     args = ap.parse_args(argv)
 
     from p2p_demo.examples import example_paths
@@ -227,14 +294,31 @@ def main(argv: list[str] | None = None) -> int:
         from gradio_client import Client
 
         with tempfile.TemporaryDirectory(prefix="p2p-load-") as downloads:
-            result = run_load(url, users=args.users, calls=args.calls, image=image, model=model,
-                              samples=args.samples, timeout=args.timeout, download_dir=downloads)
             client = Client(url, verbose=False, download_files=str(Path(downloads) / "after"),
                             httpx_kwargs={"timeout": args.timeout})
+            earlier, memory = [], []
+            if proc is not None:  # the app's memory once it has rendered, before any storm
+                render_once(client, image, seed=0, samples=args.samples, timeout=args.timeout, model=model)
+                memory.append(("before", *rss_mb(proc.pid)))
+            load = dict(calls=args.calls, image=image, model=model, samples=args.samples, timeout=args.timeout,
+                        download_dir=downloads)
+            result = run_load(url, users=args.users, **load)
+            if args.hostile:
+                # The same storm with as many more normal users (what any extra calls cost), then
+                # with the hostile users instead.
+                earlier = [result, run_load(url, users=args.users + args.hostile, **load)]
+                if proc is not None:
+                    memory.append(("after the normal storms", *rss_mb(proc.pid)))
+                result = run_load(url, users=args.users, hostile_users=args.hostile,
+                                  hostile=hostile_files(Path(downloads) / "hostile"), **load)
             t0 = time.perf_counter()
             status, error = render_once(client, image, seed=0, samples=args.samples, timeout=args.timeout,
                                         model=model)
             recovery = (status, time.perf_counter() - t0, error)
+            if proc is not None:
+                time.sleep(2.0)  # let the last request's buffers go
+                memory.append(("after" + (" the hostile storm" if args.hostile else ""), *rss_mb(proc.pid)))
+            notes += [f"app memory {when}: RSS {rss:.0f} MB (peak so far {peak:.0f} MB)" for when, rss, peak in memory]
     finally:
         if proc is not None:
             proc.terminate()
@@ -244,9 +328,10 @@ def main(argv: list[str] | None = None) -> int:
                 proc.kill()
     notes.append(f"input {Path(image).name}, n={args.samples}, timeout {args.timeout:.0f} s per call")
     argv = sys.argv[1:] if argv is None else argv
-    print(report(result, recovery, notes).replace(f"command: {command()}",
-                                                  "command: python -m bench.load " + shlex.join(argv)))
-    failed = result.count("failed") + (args.users * args.calls - result.answered)
+    print(report(result, recovery, notes, earlier).replace(f"command: {command()}",
+                                                           "command: python -m bench.load " + shlex.join(argv)))
+    expected = [(r, r.users + (args.hostile if r is result and args.hostile else 0)) for r in [*earlier, result]]
+    failed = sum(r.count("failed") + users * args.calls - r.answered for r, users in expected)
     return 1 if failed or recovery[0] != "ok" else 0
 
 

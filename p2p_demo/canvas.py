@@ -8,14 +8,16 @@ leaves the browser; in a browser that paints in software that is 0.6-1 s per str
 component's value (~2-6 kB), which travels inside the event itself. Brush, eraser, undo/redo,
 clear and keyboard shortcuts are in ``static/sketch_canvas.js``.
 
-The value is untrusted input from the browser: :func:`decode` accepts only a base64 PNG data URL
-of bounded length and hands the bytes to ``p2p_demo.image.load_image`` like any upload.
+The value is untrusted input from the browser: :func:`decode` accepts only a base64 data URL of
+bounded length whose bytes are a PNG (by its signature, not the URL's prefix) of the canvas' own
+size (by its header), and hands the bytes to ``p2p_demo.image.load_image`` like any upload.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from importlib import resources
 from typing import Any
 
@@ -26,6 +28,7 @@ PREFIX = "data:image/png;base64,"
 # A 256 x 256 RGB PNG is at most ~200 kB even as noise; base64 adds a third. Anything longer is
 # not from the canvas.
 MAX_CHARS = 1_000_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class CanvasError(ValueError):
@@ -53,9 +56,17 @@ def decode(value: Any) -> bytes | None:
     if len(value) > MAX_CHARS:
         raise CanvasError(f"the drawing is {len(value):,} characters long; the canvas sends at most {MAX_CHARS:,}")
     try:
-        return base64.b64decode(value[len(PREFIX):], validate=True)
+        png = base64.b64decode(value[len(PREFIX):], validate=True)
     except (binascii.Error, ValueError) as e:
         raise CanvasError(f"the drawing is not valid base64 ({e})") from None
+    # The signature, then the IHDR chunk (length 13) with width and height: the header is all we
+    # read here, so a forged size costs nothing.
+    if not png.startswith(PNG_SIGNATURE) or png[12:16] != b"IHDR" or len(png) < 24:
+        raise CanvasError("the drawing is not a PNG image (the canvas sends PNG only)")
+    w, h = struct.unpack(">II", png[16:24])
+    if (w, h) != (SIZE, SIZE):
+        raise CanvasError(f"the drawing is {w}x{h} pixels; the canvas is {SIZE}x{SIZE}")
+    return png
 
 
 def encode(image: np.ndarray) -> str:

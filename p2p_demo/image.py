@@ -19,9 +19,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Largest image we agree to decode: 40 megapixels (e.g. 8000x5000). Larger files are refused
-# before their pixels are decoded, so a tiny "decompression bomb" cannot exhaust memory.
-MAX_PIXELS = 40_000_000
+# What we agree to decode. The models work at 256 (at most 512) px, so nothing needs more than a
+# camera photo. The limits are checked on the header, before any pixel is decoded, so a small file
+# that declares absurd dimensions (a "decompression bomb", or a 1 x 30,000,000 strip that takes
+# seconds and a gigabyte to decode) is refused at once, and no request decodes more than MAX_PIXELS.
+MAX_PIXELS = 4096 * 4096  # decoded pixels (16.8 M); a bigger JPEG is decoded at 1/2-1/8 size
+MAX_SIDE = 8192  # the longer side, as declared
+MAX_ASPECT = 20  # longer side / shorter side: a strip thinner than this has nothing for the model
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
@@ -52,27 +56,46 @@ def _open(source: str | os.PathLike | bytes) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(fp)
+            img = Image.open(fp)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name} is too large to decode safely; use an image under {MAX_PIXELS // 10**6} megapixels") from e
     except UnidentifiedImageError as e:
         raise ImageError(f"{name} is not an image PIL can read (is it really a PNG/JPEG/WebP?)") from e
+    return bounded(img, name)
+
+
+def bounded(img: Image.Image, name: str = "the image") -> Image.Image:
+    """``img`` (opened, not yet decoded) if its declared size is one we agree to decode; a JPEG over
+    MAX_PIXELS is set to decode at 1/2, 1/4 or 1/8 size (PIL's ``draft``: cheap DCT scaling).
+    Looks at the header only; raises ImageError saying what is wrong."""
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageError(f"{name} is {w}x{h} pixels; it has nothing to draw from")
+    if max(w, h) > MAX_SIDE:
+        raise ImageError(f"{name} is {w}x{h} pixels: too large (the longer side may be at most {MAX_SIDE}); "
+                         "resize it and retry")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError(f"{name} is {w}x{h} pixels: too thin for a picture (at most {MAX_ASPECT}:1); "
+                         "crop it and retry")
+    if w * h > MAX_PIXELS and getattr(img, "tile", None):  # not decoded yet: the decoder may reduce
+        k = next((k for k in (2, 4, 8) if (w // k) * (h // k) <= MAX_PIXELS), 8)
+        img.draft(img.mode, (w // k, h // k))  # a no-op but for JPEG
+    if img.width * img.height > MAX_PIXELS:
+        raise ImageError(f"{name} is {w}x{h} pixels ({w * h / 1e6:.0f} megapixels): too large (at most "
+                         f"{MAX_PIXELS // 10**6} megapixels); resize it and retry")
+    return img
 
 
 def load_image(source: ImageSource) -> np.ndarray:
     """Read any common image as an RGB uint8 array, or raise ImageError saying why not.
 
     Handles EXIF rotation, 16-bit, CMYK, palette and alpha images (alpha flattened onto white),
-    and animated files (first frame). Refuses empty, truncated and oversized files.
+    and animated files (first frame). Refuses empty and truncated files, and (by the header, before
+    decoding) images larger, longer or thinner than MAX_PIXELS, MAX_SIDE and MAX_ASPECT allow.
     """
     if isinstance(source, np.ndarray):
         return array_to_rgb(source)
-    img = source if isinstance(source, Image.Image) else _open(source)
-    w, h = img.size
-    if w * h > MAX_PIXELS:
-        raise ImageError(f"the image is {w}x{h}; use one under {MAX_PIXELS // 10**6} megapixels")
-    if w < 1 or h < 1:
-        raise ImageError(f"the image is {w}x{h} pixels; it has nothing to draw from")
+    img = bounded(source) if isinstance(source, Image.Image) else _open(source)
     try:
         if getattr(img, "is_animated", False):
             img.seek(0)  # animated GIF/WebP/APNG: the first frame

@@ -319,17 +319,27 @@ def _status(name: str, device: str, n: int, seed: int, sampled: bool, determinis
 
 
 def _options(n: Any, seed: Any, deterministic: Any) -> tuple[int, int, bool]:
-    """Validate the options an API client (or the UI) sent: n in 1..8, an integer seed."""
-    try:
-        n_f = float(n if n is not None else 1)
-        seed_f = float(seed if seed is not None else 0)
-    except (TypeError, ValueError):
-        raise UserMessage(f"samples and seed must be numbers, got {n!r} and {seed!r}") from None
-    if not (math.isfinite(n_f) and n_f == int(n_f) and 1 <= n_f <= MAX_SAMPLES):
+    """Validate the options an API client (or the UI) sent: n in 1..8, a seed in 0..2**32-1 (JSON
+    numbers with no fraction), deterministic true or false. Nothing is coerced: "3", "1e3", "false",
+    [] and 5 are refused, as a client that sends them has misread the API. None (a cleared field)
+    is the default."""
+    n = 1 if n is None else n
+    seed = 0 if seed is None else seed
+    deterministic = False if deterministic is None else deterministic
+    if not _whole(n) or not 1 <= n <= MAX_SAMPLES:
         raise UserMessage(f"samples must be a whole number from 1 to {MAX_SAMPLES}, got {n!r}")
-    if not (math.isfinite(seed_f) and seed_f == int(seed_f) and 0 <= seed_f < 2**32):
+    if not _whole(seed) or not 0 <= seed < 2**32:
         raise UserMessage(f"seed must be a whole number from 0 to 4294967295, got {seed!r}")
-    return int(n_f), int(seed_f), bool(deterministic)
+    if not isinstance(deterministic, bool):
+        raise UserMessage(f"deterministic must be true or false, got {deterministic!r}")
+    return int(n), int(seed), deterministic
+
+
+def _whole(x: Any) -> bool:
+    """A JSON number with no fraction (an int, or a float such as 3.0); not a bool, not a string."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    return isinstance(x, int) or (math.isfinite(x) and x == int(x))
 
 
 def _byte_progress(progress: Progress, name: str) -> Callable[[int, int | None, str], None]:

@@ -87,6 +87,21 @@ def png_bomb(width: int = 20_000, height: int = 20_000) -> bytes:
             + _png_chunk(b"IEND", b""))
 
 
+def png_blank(width: int, height: int) -> bytes:
+    """A valid 1-bit white PNG of width x height: a few kB on disk for millions of pixels, which
+    a decoder must inflate row by row (the 1 x 30,000,000 strip is 58 kB and took 7 s and 1 GB)."""
+    row = b"\0" + b"\xff" * -(-width // 8)  # filter byte "none", then 8 white pixels a byte
+    z = zlib.compressobj(9)
+    data = z.compress(row * height)
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data + z.flush())
+            + _png_chunk(b"IEND", b""))
+
+
+THIN = (1, 30_000_000)  # (width, height): 30 megapixels, under the old 40 MP guard
+HUGE = (6300, 6300)  # 39.7 megapixels, ditto
+
+
 def exif_rotated_jpeg(drawing: np.ndarray, orientation: int = 6) -> bytes:
     """A JPEG whose pixels are stored turned, with the EXIF tag that turns them back on display.
 
@@ -126,6 +141,8 @@ def corpus(folder: Path) -> dict[str, Hostile]:
         "la_png": ("png", encode(Image.fromarray(la, "LA"), "PNG"), None, "gray + alpha, transparent paper"),
         "one_pixel_png": ("png", encode(np.zeros((1, 1), np.uint8), "PNG"), "blank", "1x1, one black pixel"),
         "bomb_20000_png": ("png", png_bomb(), "too large", "20000x20000 declared, a few hundred bytes"),
+        "thin_png": ("png", png_blank(*THIN), "too large", "1x30,000,000, a valid 1-bit PNG of 58 kB"),
+        "huge_png": ("png", png_blank(*HUGE), "too large", "6300x6300, a valid 1-bit PNG of 5 kB"),
         "animated_gif": ("gif", animated_gif(a), None, "two frames: the arrow, then white"),
         "svg_as_png": ("png", SVG, "not an image", "an SVG file named .png"),
         "text_as_png": ("png", b"this is not an image at all\n" * 20, "not an image", "a text file named .png"),

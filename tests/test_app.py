@@ -249,6 +249,8 @@ def test_awkward_but_valid_images_render(client, tmp_path):
 @pytest.mark.parametrize("kwargs, word", [
     (dict(n=9), "samples"), (dict(n=0), "samples"), (dict(seed=-1), "seed"),
     (dict(model="../weights/tiny-cats"), "unknown model"), (dict(edges="sobel"), "edges"),
+    (dict(n="3"), "samples must be a whole number"), (dict(seed="1e3"), "seed must be a whole number"),
+    (dict(deterministic="false"), "deterministic must be true or false"),
 ])
 def test_bad_options_are_refused(client, kwargs, word):
     from gradio_client.exceptions import AppError
@@ -296,12 +298,27 @@ def test_example_onto_the_canvas_round_trips():
     assert Image.open(io.BytesIO(canvas.decode(small))).size == (canvas.SIZE, canvas.SIZE)
 
 
+def _data_url(data: bytes) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+_PAPER = np.full((256, 256, 3), 255, np.uint8)
+
+
 @pytest.mark.parametrize("value, word", [
     ("data:image/jpeg;base64,AAAA", "PNG data URL"),
     ({"composite": "/etc/passwd"}, "PNG data URL"),
     ("data:image/png;base64,not base64!", "base64"),
     ("data:image/png;base64," + "A" * 1_000_001, "at most"),
-    ("data:image/png;base64," + "iVBORw0KGgo=", "Cannot use this file"),  # a PNG signature, nothing else
+    ("data:image/png;base64," + "iVBORw0KGgo=", "not a PNG image"),  # a PNG signature, nothing else
+    # the bytes decide, not the prefix: JPEG, GIF and WebP of the canvas' size behind "data:image/png"
+    (_data_url(_encode(_PAPER, "JPEG")), "not a PNG image"),
+    (_data_url(_encode(_PAPER, "GIF")), "not a PNG image"),
+    (_data_url(_encode(_PAPER, "WEBP")), "not a PNG image"),
+    (_data_url(_encode(_PAPER[:255])), "256x255 pixels; the canvas is 256x256"),
+    (_data_url(_encode(np.full((512, 512, 3), 255, np.uint8))), "512x512 pixels"),
 ])
 def test_a_forged_canvas_value_is_refused_with_a_message(manager, value, word):
     with pytest.raises(UserMessage, match=word):

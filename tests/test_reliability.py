@@ -38,7 +38,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hostile import arrow, arrow_direction, corpus, encode
+from hostile import HUGE, THIN, arrow, arrow_direction, corpus, encode
 from p2p_demo.nets import GeneratorConfig
 from test_app import CAT, MODELS, OFFLINE, SIZE, diff, make_weights, render, serve
 from test_hub import RunsCode, put_in_hf_cache
@@ -146,14 +146,20 @@ def browser_event(url: str, api_name: str, data: list, timeout: float = 120) -> 
     Returns (success, output data, the toasts shown: gr.Warning / gr.Error texts).
     """
     deps = httpx.get(f"{url}config", timeout=timeout).json()["dependencies"]
-    fn_index = next(d["id"] for d in deps if d.get("api_name") == api_name)
+    return queue_call(url, next(d["id"] for d in deps if d.get("api_name") == api_name), data, timeout)
+
+
+def queue_call(url: str, fn_index: int, data: list, timeout: float = 120,
+               http: httpx.Client | None = None) -> tuple[bool, list, list[str]]:
+    """browser_event by the event's number in the app's config (over ``http``, a kept connection)."""
+    http = http or httpx
     session = uuid.uuid4().hex
-    r = httpx.post(f"{url}gradio_api/queue/join", timeout=timeout,
+    r = http.post(f"{url}gradio_api/queue/join", timeout=timeout,
                    json={"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None,
                          "trigger_id": None})
     r.raise_for_status()
     toasts = []
-    with httpx.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=timeout) as s:
+    with http.stream("GET", f"{url}gradio_api/queue/data", params={"session_hash": session}, timeout=timeout) as s:
         for line in s.iter_lines():
             if not line.startswith("data:"):
                 continue
@@ -184,6 +190,8 @@ def test_corpus_files_are_what_they_claim(files):
     assert bomb.stat().st_size < 1000
     assert int.from_bytes(bomb.read_bytes()[16:20], "big") == int.from_bytes(bomb.read_bytes()[20:24], "big") == 20_000
     assert files["zero_bytes_png"].path.stat().st_size == 0
+    for name, size in (("thin_png", THIN), ("huge_png", HUGE)):  # small, valid, millions of pixels
+        assert Image.open(files[name].path).size == size and files[name].path.stat().st_size < 60_000, name
     assert files["svg_as_png"].path.read_bytes().startswith(b"<?xml")
 
 
@@ -341,7 +349,7 @@ def test_models_outside_the_registry_are_refused(url, client, weights):
             render(client, CAT, model=spec)
     for spec in OUTSIDE_REGISTRY[:2]:
         ok, _, toasts = browser_event(url, "switch_model", [spec, None])
-        assert not ok and "not in the list of choices" in toasts[0], toasts
+        assert not ok and len(toasts) == 1 and toasts[0].startswith(f"unknown model {spec!r}; choose one of: "), toasts
 
 
 def test_the_image_argument_never_reads_a_server_path(url, client):
@@ -372,6 +380,141 @@ def test_uploads_over_the_cap_are_refused(url, client, tmp_path):
     assert r.status_code == 413 and "maximum allowed size" in r.text.lower(), (r.status_code, r.text[:200])
     with pytest.raises(ValueError, match="exceeds the maximum file size"):  # gradio_client says so before sending
         render(client, big)
+    assert render(client, CAT)["image"].shape == (SIZE, SIZE, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile clients (issue 15): no event opens a path, small files with absurd sizes, loose types
+
+
+def test_no_event_opens_a_path_a_client_names(url, tmp_path):
+    """Every event in the app's config, each of its inputs in turn given a path (as text, as a file
+    payload without Gradio's mark, and with it), the others their defaults: an image that exists
+    outside the app and a missing file get the same answer, so nothing was opened (gr.Examples'
+    loader answered "unknown example" for an image, an empty error for a missing file)."""
+    import base64
+
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(encode(arrow(), "PNG"))
+    config = httpx.get(f"{url}config").json()
+    comps = {c["id"]: c for c in config["components"]}
+    defaults = {i: c.get("props", {}).get("value") for i, c in comps.items()}
+    defaults.update({i: 0 for i, c in comps.items() if c["type"] == "dataset"})  # the first example
+    seen, calls, http = set(), 0, httpx.Client()
+    for dep in config["dependencies"]:
+        kind = (dep.get("api_name") or "").rstrip("_0123456789"), tuple(dep["inputs"])
+        if not dep.get("backend_fn") or kind in seen:  # render_active is wired to 4 triggers
+            continue
+        seen.add(kind)
+        slots = [k for k, cid in enumerate(dep["inputs"]) if comps[cid]["type"] != "state"]  # states: the server's
+        for slot in slots:
+            # Gradio refuses a marked path outside its upload folder before the event runs, whatever
+            # the input: once per event is enough.
+            for form in ("text", "unmarked", "marked")[: 3 if slot == slots[0] else 2]:
+                answers = []
+                for path in (outside, tmp_path / "missing.png"):
+                    payload = {"text": str(path), "unmarked": {"path": str(path)},
+                               "marked": {"path": str(path), "meta": {"_type": "gradio.FileData"}}}[form]
+                    data = [payload if k == slot else defaults[c] for k, c in enumerate(dep["inputs"])]
+                    ok, out, toasts = queue_call(url, dep["id"], data, http=http)
+                    calls += 1
+                    text = json.dumps([ok, out, toasts]).replace(str(path), "PATH").replace(path.name, "NAME")
+                    assert "data:image/png;base64," + base64.b64encode(outside.read_bytes()).decode()[:40] \
+                        not in text, (dep["api_name"], slot, form)
+                    answers.append(text)
+                assert answers[0] == answers[1], (dep["api_name"], slot, form, answers)
+    assert {"load_example", "render", "render_sketch", "render_photo", "switch_model"} <= {k[0] for k in seen}
+    http.close()
+    assert 40 < calls < 200
+
+
+def test_examples_are_picked_by_index_only(url):
+    """The examples gallery sends an index into our list; anything else is refused by name."""
+    from p2p_demo import canvas
+    from p2p_demo.examples import example_paths
+
+    ok, (value,), _ = browser_event(url, "load_example", [1])
+    assert ok and value == canvas.encode(np.asarray(Image.open(example_paths()[1]).convert("RGB")))
+    last = len(example_paths()) - 1
+    for index in (-1, last + 1, "0", True, 1.0, None, str(example_paths()[0]), {"path": str(example_paths()[0])}):
+        ok, out, toasts = browser_event(url, "load_example", [index])
+        assert not ok and toasts == [f"unknown example {index!r}; pick one by its number, 0 to {last}"], toasts
+
+
+def _upload(url: str, path: Path) -> dict:
+    """A file as the browser sends it: uploaded first, then named by its place in the upload folder."""
+    r = httpx.post(f"{url}gradio_api/upload", files={"files": (path.name, path.read_bytes(), "image/png")})
+    r.raise_for_status()
+    return {"path": r.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+def test_small_files_with_absurd_sizes_are_refused_at_once(url, client, files):
+    """A 58 kB 1 x 30,000,000 PNG and a 12 kB 6300 x 6300 one took 3-7 s and up to 1 GB each to
+    decode before; now the header is enough: through /render, the photo tab and the canvas."""
+    import base64
+
+    from gradio_client.exceptions import AppError
+
+    for name in ("thin_png", "huge_png"):
+        path = files[name].path
+        t0 = time.perf_counter()
+        with pytest.raises(AppError) as e:
+            render(client, path)
+        assert time.perf_counter() - t0 < 1.5, name
+        message = str(e.value)
+        assert "too large" in message and "resize it" in message and "\n" not in message, message
+        t0 = time.perf_counter()
+        ok, _, toasts = browser_event(url, "render_photo", [_upload(url, path), None, 1, 0, False, "auto"])
+        assert time.perf_counter() - t0 < 1.5, name
+        assert not ok and len(toasts) == 1 and "too large" in toasts[0], toasts
+        value = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+        t0 = time.perf_counter()
+        ok, _, toasts = browser_event(url, "render_sketch", [value, None, 1, 0, False])
+        assert time.perf_counter() - t0 < 1.5, name
+        w, h = Image.open(path).size
+        assert not ok and toasts == [f"Cannot read the drawing: the drawing is {w}x{h} pixels; the canvas is "
+                                     "256x256. Clear the canvas and draw again."], toasts
+    assert render(client, CAT)["image"].shape == (SIZE, SIZE, 3)
+
+
+def test_a_large_jpeg_is_decoded_at_a_fraction_of_its_size():
+    """Over MAX_PIXELS, a JPEG is decoded at 1/2-1/8 size by the decoder itself (PIL's draft);
+    other formats have no such shortcut and are refused."""
+    from p2p_demo.image import MAX_PIXELS, ImageError, load_image
+
+    photo = np.zeros((4200, 4200, 3), np.uint8)
+    photo[:, 2100:] = 255  # a vertical edge in the middle
+    rgb = load_image(encode(photo, "JPEG", quality=90))
+    assert rgb.shape == (2100, 2100, 3) and rgb.shape[0] * rgb.shape[1] <= MAX_PIXELS
+    assert rgb[:, :1040].max() < 30 and rgb[:, 1060:].min() > 225  # the same picture, smaller
+    with pytest.raises(ImageError, match=r"4200x4200 pixels \(18 megapixels\): too large"):
+        load_image(encode(photo[..., 0], "PNG", compress_level=1))
+
+
+@pytest.mark.parametrize("field, value, word", [
+    ("n", "3", "samples"), ("n", True, "samples"), ("n", 2.5, "samples"), ("seed", "1e3", "seed"),
+    ("seed", [], "seed"), ("deterministic", "false", "deterministic"), ("deterministic", [], "deterministic"),
+    ("deterministic", 5, "deterministic"), ("deterministic", 0, "deterministic"),
+])
+def test_options_take_json_types_only(url, field, value, word):
+    """bool("false") was True, "1e3" a seed; now what the API docs say, or a clear refusal."""
+    args = {"n": 1, "seed": 0, "deterministic": False, field: value}
+    event, message = rest_call(url, [_upload(url, Path(CAT)), MODELS[0], args["n"], args["seed"],
+                                     args["deterministic"], "auto"])
+    assert event == "error" and message.startswith(word) and repr(value) in message, message
+
+
+def test_gradio_refusals_say_what_was_wrong(url, client, tmp_path):
+    """Where Gradio refuses a request before the app runs, the client gets Gradio's message, not
+    {"error": null}."""
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(encode(arrow(), "PNG"))
+    marked = {"path": str(outside), "meta": {"_type": "gradio.FileData"}}
+    for data, words in [([marked, MODELS[0], 1, 0, True, "auto"], "not uploaded by a user"),
+                        ([str(outside), MODELS[0], 1, 0, True, "auto"], "Input should be a valid dictionary"),
+                        ([None], "didn't receive enough input values (needed: 6, got: 1)")]:
+        event, message = rest_call(url, data)
+        assert event == "error" and message and words in message, (data, message)
     assert render(client, CAT)["image"].shape == (SIZE, SIZE, 3)
 
 
