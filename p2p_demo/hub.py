@@ -891,10 +891,6 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             os.unlink(tmp)
 
 
-def _yaml_str(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid YAML scalar
-
-
 def _model_card(meta: dict, config: GeneratorConfig, dtype: torch.dtype, n_params: int) -> str:
     lic = meta["license"]
     card_license = lic if re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", lic or "") else "other"
