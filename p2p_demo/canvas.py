@@ -10,6 +10,11 @@ clear and keyboard shortcuts are in ``static/sketch_canvas.js``.
 
 The value is untrusted input from the browser: :func:`decode` accepts only a base64 PNG data URL
 of bounded length and hands the bytes to ``p2p_demo.image.load_image`` like any upload.
+
+A drawing made only of strokes (not started from an example picture) also carries its strokes as
+vectors, in a ``tEXt`` chunk named ``p2p-strokes`` of that same PNG (JSON, see
+``p2p_demo.edges.Strokes``): the server frames and redraws them exactly as the browser does
+(:func:`strokes`), so a picture rendered in the browser and one rendered here are the same.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 
 SIZE = 256  # canvas pixels; what the bundled 256 px models see, and enough for any model
 PREFIX = "data:image/png;base64,"
+STROKES_KEY = "p2p-strokes"  # the PNG text chunk holding the strokes as vectors
 # A 256 x 256 RGB PNG is at most ~200 kB even as noise; base64 adds a third. Anything longer is
 # not from the canvas.
 MAX_CHARS = 1_000_000
@@ -56,6 +62,29 @@ def decode(value: Any) -> bytes | None:
         return base64.b64decode(value[len(PREFIX):], validate=True)
     except (binascii.Error, ValueError) as e:
         raise CanvasError(f"the drawing is not valid base64 ({e})") from None
+
+
+def strokes(png: bytes):
+    """The drawing's strokes (``edges.Strokes``) from a canvas PNG, or None when it carries none
+    (a drawing started from an example, an upload). Raises CanvasError on a malformed record."""
+    import io
+    import json
+
+    from PIL import Image, UnidentifiedImageError
+
+    from .edges import Strokes
+
+    try:
+        with Image.open(io.BytesIO(png)) as img:
+            record = img.info.get(STROKES_KEY)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None  # not a PNG we can read: load_image explains it
+    if record is None:
+        return None
+    try:
+        return Strokes.from_dict(json.loads(record))
+    except (ValueError, TypeError, RecursionError) as e:
+        raise CanvasError(f"the drawing's strokes cannot be read ({e})") from None
 
 
 def encode(image: np.ndarray) -> str:

@@ -175,6 +175,11 @@ class Renderer:
         if method not in EDGE_METHODS:
             raise ValueError(f"edges method must be one of {EDGE_METHODS}, got {method!r}")
         style = self.line_style if size is None else replace(self.line_style, size=size)
+        if isinstance(source, edges_mod.Strokes):  # the canvas' vectors: framed and redrawn from them
+            if method not in ("auto", "sketch") or self.input_kind != "edges":
+                raise ValueError(f"strokes become an edge map; they cannot be used with edges={method!r} "
+                                 f"or a model that takes {self.input_kind}")
+            return edges_mod.normalize_strokes(source, style).image
         if method == "none" or self.input_kind != "edges":
             rgb = load_image(source)
             return resize(rgb, style.size)
