@@ -50,6 +50,33 @@ def sketch_canvas(**kwargs: Any):
                    js_on_load=_asset("sketch_canvas.js"), **kwargs)
 
 
+# Where the browser renderer (static/p2p_browser.js) paints; shown instead of the server's output
+# components while the browser renders (the class p2p-browser, set by p2p_browser.js on what Gradio's
+# .contain element holds: Gradio scopes app CSS to it).
+BROWSER_VIEWS = {
+    "output": '<canvas id="p2p-output" width="256" height="256" aria-label="Output (sample 1), rendered in your '
+              'browser"></canvas><div id="p2p-status" role="status"></div>',
+    "edges": '<canvas id="p2p-edges" width="256" height="256" aria-label="What the model sees"></canvas>',
+    "samples": '<div id="p2p-samples" aria-label="Samples (dropout on), rendered in your browser"></div>',
+}
+BROWSER_CSS = """
+#browser-output, #browser-edges, #browser-samples { display: none !important; }
+.p2p-browser #browser-output, .p2p-browser #browser-edges, .p2p-browser #browser-samples { display: block !important; }
+.p2p-browser #output, .p2p-browser #edges, .p2p-browser #gallery, .p2p-browser #status { display: none !important; }
+#p2p-output, #p2p-edges { width: 100%; max-width: 330px; aspect-ratio: 1 / 1; display: block; margin: auto; }
+#p2p-edges { max-width: 220px; image-rendering: pixelated; }
+#p2p-samples { display: flex; gap: 6px; flex-wrap: wrap; min-height: 120px; }
+#p2p-samples canvas { width: 150px; height: 150px; }
+"""
+
+
+def browser_view(part: str, **kwargs: Any):
+    """The browser renderer's output, edge map or samples, as a gr.HTML (hidden until it renders)."""
+    import gradio as gr
+
+    return gr.HTML(BROWSER_VIEWS[part], elem_id=f"browser-{part}", **kwargs)
+
+
 def decode(value: Any) -> bytes | None:
     """PNG bytes of a canvas value; None for a blank canvas ("" or None). Raises CanvasError."""
     if value is None or value == "":

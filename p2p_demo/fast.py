@@ -266,6 +266,7 @@ class OnnxRunner:
         # need those cores; measured as fast or faster under load (python -m bench knobs).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        self.onnx_bytes = onnx_bytes  # kept: the browser renderer downloads the same file (p2p_demo.web)
         self.plan = plan
         self.names = input_names(plan)
         self.threads = opts.intra_op_num_threads

@@ -263,6 +263,21 @@ class Renderer:
         g.set_inference_mode(per_image_stats=True, dropout=True)  # the masks decide
         return self._fast(x.to(self.device, self.dtype).expand(len(ks), -1, -1, -1), masks)
 
+    def onnx_export(self) -> tuple[bytes, Any]:
+        """This model as ONNX (``fast.export_onnx``: fp32, masks as inputs) and its DropoutPlan, for
+        ONNX Runtime Web. The ONNX backend's own file; otherwise exported (and cached) once."""
+        from . import fast
+
+        if self.backend == "onnx":
+            return self._fast.onnx_bytes, self._plan
+        if getattr(self, "_export", None) is None:
+            import copy
+
+            cpu = copy.deepcopy(self.generator).to("cpu", torch.float32)
+            plan = fast.DropoutPlan.of(cpu)
+            self._export = (fast.cached_export(cpu, plan, fast.cache_dir()), plan)
+        return self._export
+
     def _after_oom(self, batch_size: int, tried: int) -> int:
         """The next batch size after a CUDA OOM at ``tried`` samples; 0 means go to the CPU."""
         if self.backend == "cuda-graph":

@@ -38,13 +38,15 @@ def url(tmp_path_factory):
 
 @pytest.fixture()
 def page(url, tmp_path):
+    """The server-rendering page (?render=server): this test is about the server's flows; the browser
+    renderer has its own test below."""
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         page.set_default_timeout(TIMEOUT_MS)
         page.requests = []  # every URL the page asks for
         page.on("request", lambda r: page.requests.append(r.url))
-        page.goto(url)
+        page.goto(url + "?render=server")
         try:
             yield page
         finally:
