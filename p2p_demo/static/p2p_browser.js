@@ -20,6 +20,7 @@ const state = {
   error: null,
 };
 window.p2pBrowser = state;
+state.idle = () => !busy && !pending;
 
 let ort = null;
 async function runtime() {
@@ -279,6 +280,7 @@ async function switchMode() {
 
 export async function attach(api) {
   canvasApi = api;
+  state.canvas = api;
   api.on((event) => {
     if (state.mode !== 'browser') { if (event === 'change') switchMode(); return; }
     if (canvasApi.raster()) { switchMode(); return; }
