@@ -3,7 +3,7 @@
 // dropout masks (p2p_masks.js), so a seed gives the server's picture. While the pen moves, the
 // newest drawing is rendered whenever the previous frame is done (frames never queue); at pen-up
 // and when an option changes, all samples. Anything the browser cannot do goes to the server.
-// URL options: ?render=server (always the server), ?threads=N, ?ep=wasm|webgpu.
+// URL options: ?render=server (always the server), ?threads=N, ?ep=wasm|webgpu, ?proxy=1 (run in a worker).
 import { sampleSeed, scaledInto } from './p2p_masks.js';
 import { edgeMap } from './p2p_strokes.js';
 
@@ -35,10 +35,12 @@ async function runtime() {
   state.ep = webgpu ? 'webgpu' : 'wasm';
   const cores = navigator.hardwareConcurrency || 1;
   // Threads need SharedArrayBuffer, which needs a cross-origin isolated page (COOP/COEP headers).
-  state.threads = Number(query.get('threads')) || (window.crossOriginIsolated ? Math.min(4, cores) : 1);
+  // One core stays with the page (pointer events, painting): on 2 cores one WASM thread was faster than
+  // two (python -m bench.browser); more cores get up to 4.
+  state.threads = Number(query.get('threads')) || (window.crossOriginIsolated ? Math.min(4, Math.max(1, cores - 1)) : 1);
   ort.env.wasm.wasmPaths = base;
   ort.env.wasm.numThreads = state.threads;
-  ort.env.wasm.proxy = false;
+  ort.env.wasm.proxy = query.get('proxy') === '1';  // the model in a worker: the page never waits for it
   return ort;
 }
 
@@ -178,7 +180,7 @@ function request(kind) {
   });
 }
 
-let canvasApi = null;
+let canvasApi = null, lastLive = null;  // lastLive: the drawing and picture of the last frame
 async function frame(kind) {
   const opts = options(), entry = await session(opts.model), m = entry.manifest;
   const rec = canvasApi.record();
@@ -187,10 +189,18 @@ async function frame(kind) {
   const edges = edgeMap(rec, m.style);
   if (!edges) { clearOutputs('✏️ Draw on the canvas: a picture appears as you draw.'); return; }
   const sampled = m.sampling && !opts.deterministic;
-  const first = await run(entry, edges.image, [0], opts.seed, sampled);
+  // The drawing as of this frame: strokes only grow at the end (a new stroke, undo or clear makes a new
+  // list), so the list, the last stroke's length and the options name it. At pen-up the last live frame
+  // usually drew exactly this: its picture is sample 1, and only the other samples are left to run.
+  const tail = rec.strokes.length ? rec.strokes[rec.strokes.length - 1].p.length : 0;
+  const same = (f) => f && f.strokes === rec.strokes && f.tail === tail && f.opts === JSON.stringify(opts) && f.model === opts.model;
+  const first = same(lastLive) ? { images: [lastLive.image], ms: lastLive.ms, reused: true }
+    : await run(entry, edges.image, [0], opts.seed, sampled);
+  lastLive = { strokes: rec.strokes, tail, opts: JSON.stringify(opts), model: opts.model, image: first.images[0], ms: first.ms };
   const size = m.style.size;
   paintTo($('#p2p-output'), first.images[0]);
   paintTo($('#p2p-edges'), edgesImage(edges.image, size));
+  const tFirst = performance.now();  // the output is on screen
   let ms = first.ms, samples = [first.images[0]];
   const how = sampled ? `seed ${opts.seed}` : (opts.deterministic ? 'deterministic' : 'deterministic (this model is meant to run with dropout off)');
   if (kind === 'final' && opts.n > 1) {
@@ -204,7 +214,7 @@ async function frame(kind) {
   const count = kind === 'final' ? opts.n : 1;
   setStatus(`${m.name} · ${sampled ? `${count} sample${count > 1 ? 's' : ''}, ` : ''}${how} · ${where(ms)}`);
   state.last = { output: first.images[0], edges: edges.image, samples, key: JSON.stringify(opts), kind };
-  state.frames.push({ kind, samples: samples.length, ms, t0, t1: performance.now() });
+  state.frames.push({ kind, samples: samples.length, ms, first_ms: first.ms, reused: !!first.reused, t0, tFirst, t1: performance.now() });
   if (state.frames.length > 2000) state.frames.splice(0, 1000);
 }
 

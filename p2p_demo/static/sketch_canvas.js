@@ -110,7 +110,8 @@ watch('value', () => paint(props.value));
 
 canvas.addEventListener('pointerdown', (e) => {
   if (pointer !== null || e.button > 0) return;
-  pointer = e.pointerId; canvas.setPointerCapture(pointer); e.preventDefault();
+  pointer = e.pointerId; e.preventDefault();
+  try { canvas.setPointerCapture(pointer); } catch (err) { /* a pointer already gone: draw without capture */ }
   remember(); last = at(e); line(last, last);
   current = { t: tool === 'brush' ? 'b' : 'e', w: tool === 'brush' ? BRUSH : ERASER, p: [last[0], last[1]] };
   strokes = [...strokes, current];
