@@ -309,6 +309,14 @@ def test_the_browser_renders_the_servers_pictures(openmoji_app, tmp_path):
             server = renderer.generate(server_edges, n=2, seed=7)
             for b, s in zip(got["samples"], server, strict=True):
                 assert_same_picture(rgb(b), s)
+
+            # An example is a picture, not strokes: the server renders it, and the page says so.
+            page.locator("#examples button.gallery-item").first.click()
+            page.wait_for_function("() => p2pBrowser.mode === 'server'")
+            wait_src_change(page, "#output", None)
+            assert page.locator("#output").is_visible() and not page.locator("#p2p-output").is_visible()
+            assert "example" in page.locator("#sketch .p2p-note").inner_text()
+            page.wait_for_function("() => document.querySelector('#status').innerText.includes('on the server')")
         finally:
             page.screenshot(path=str(tmp_path / "browser-render.png"), full_page=True)  # for a failing run
             browser.close()
