@@ -25,6 +25,7 @@ except ImportError:
 import gradio as gr
 
 from p2p_demo import canvas as sketch
+from p2p_demo import web
 from p2p_demo.examples import example_paths
 from p2p_demo.image import encode_image, load_image
 from p2p_demo.service import EMPTY_SKETCH, MAX_SAMPLES, ModelManager, Output, UserMessage, new_seed
@@ -37,7 +38,7 @@ MAX_UPLOAD = "20mb"
 CSS = """
 #output img, #edges img { width: 100%; height: 100%; object-fit: contain; }
 #edges img { image-rendering: pixelated; }
-"""
+""" + sketch.BROWSER_CSS
 # What launch() always gets; tests and the benchmark launch with the same settings.
 # show_error: where Gradio itself refuses a request before any of our code runs (a file path that
 # was not uploaded, a string where a file belongs, too few arguments), the client gets Gradio's
@@ -247,12 +248,15 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
                 output = gr.Image(label="Output (sample 1)", format="png", interactive=False, height=330,
                                   buttons=["download", "fullscreen"], elem_id="output")
                 status = gr.Markdown(EMPTY_SKETCH, label="status", elem_id="status")
+                sketch.browser_view("output")
             with gr.Column(scale=2, min_width=180):
                 edge_view = gr.Image(label="What the model sees", format="png", interactive=False, height=220,
                                      buttons=["download"], elem_id="edges")
+                sketch.browser_view("edges")
         # JPEG previews: a quarter of PNG's encoding time per sample; the main output stays PNG.
         gallery = gr.Gallery(label="Samples (dropout on)", format="jpeg", columns=MAX_SAMPLES, fit_columns=False,
                              height=190, object_fit="contain", interactive=False, elem_id="gallery")
+        sketch.browser_view("samples")
         with gr.Row(equal_height=True):
             model = gr.Dropdown(manager.choices(), value=manager.default, label="Model", scale=3, elem_id="model")
             n = gr.Slider(1, MAX_SAMPLES, value=DEFAULT_SAMPLES, step=1, label="Samples", scale=2, elem_id="samples")
@@ -299,6 +303,7 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
         api_trigger.click(render, [photo, model, n, seed, deterministic, photo_edges], outs,
                           api_name="render", preprocess=False, concurrency_limit=1, concurrency_id="render")
     demo.queue(max_size=max_queue)
+    web.install(demo, manager)  # the browser renderer's files and headers (p2p_demo/web.py)
     return demo
 
 

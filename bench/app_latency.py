@@ -1,5 +1,8 @@
 """Latency of the live app: stroke -> image in a real browser, and /render through gradio_client.
 
+This measures the server path (the page is opened with ``?render=server``); ``python -m bench.browser``
+measures rendering in the browser.
+
     python -m bench.app_latency [--strokes 20] [--calls 30] [--samples 3] [--model ID]
                                 [--weights-dir weights] [--screenshot docs/screenshots/app.png]
 
@@ -124,7 +127,7 @@ def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         page.set_default_timeout(60_000)
-        page.goto(url)
+        page.goto(url + "?render=server")  # the server path; python -m bench.browser measures the browser's
         box = page.locator("#samples input[type=number]")
         box.fill(str(samples))
         box.press("Enter")

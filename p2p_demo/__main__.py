@@ -1,4 +1,4 @@
-"""Command line: ``python -m p2p_demo render | edges | models | export-onnx``.
+"""Command line: ``python -m p2p_demo render | edges | models | export-onnx | fetch-web-runtime``.
 
 Errors end the program with exit status 1 and one line on stderr that says what was wrong.
 """
@@ -157,6 +157,17 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch_web_runtime(args: argparse.Namespace) -> int:
+    from . import webrt
+
+    try:
+        where = webrt.fetch()
+    except webrt.RuntimeMissing as e:
+        raise CliError(f"{e}; drawings will render on the server") from None
+    print(f"{webrt.PACKAGE}@{webrt.VERSION} is in {where}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m p2p_demo",
                                 description="pix2pix sketch-to-image: render, edges, models, export-onnx")
@@ -190,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--model", required=True, help="bundled id, Hub id, model folder, or .pth/.bin/.safetensors file")
     o.add_argument("--out", required=True, help="the .onnx file to write")
     o.set_defaults(func=cmd_export_onnx)
+
+    w = sub.add_parser("fetch-web-runtime", help="fetch ONNX Runtime Web (npm pack, checked) for rendering in the browser")
+    w.set_defaults(func=cmd_fetch_web_runtime)
     return p
 
 

@@ -11,6 +11,11 @@ clear and keyboard shortcuts are in ``static/sketch_canvas.js``.
 The value is untrusted input from the browser: :func:`decode` accepts only a base64 data URL of
 bounded length whose bytes are a PNG (by its signature, not the URL's prefix) of the canvas' own
 size (by its header), and hands the bytes to ``p2p_demo.image.load_image`` like any upload.
+
+A drawing made only of strokes (not started from an example picture) also carries its strokes as
+vectors, in a ``tEXt`` chunk named ``p2p-strokes`` of that same PNG (JSON, see
+``p2p_demo.edges.Strokes``): the server frames and redraws them exactly as the browser does
+(:func:`strokes`), so a picture rendered in the browser and one rendered here are the same.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 
 SIZE = 256  # canvas pixels; what the bundled 256 px models see, and enough for any model
 PREFIX = "data:image/png;base64,"
+STROKES_KEY = "p2p-strokes"  # the PNG text chunk holding the strokes as vectors
 # A 256 x 256 RGB PNG is at most ~200 kB even as noise; base64 adds a third. Anything longer is
 # not from the canvas.
 MAX_CHARS = 1_000_000
@@ -47,6 +53,33 @@ def sketch_canvas(**kwargs: Any):
                    js_on_load=_asset("sketch_canvas.js"), **kwargs)
 
 
+# Where the browser renderer (static/p2p_browser.js) paints; shown instead of the server's output
+# components while the browser renders (the class p2p-browser, set by p2p_browser.js on what Gradio's
+# .contain element holds: Gradio scopes app CSS to it).
+BROWSER_VIEWS = {
+    "output": '<canvas id="p2p-output" width="256" height="256" aria-label="Output (sample 1), rendered in your '
+              'browser"></canvas><div id="p2p-status" role="status"></div>',
+    "edges": '<canvas id="p2p-edges" width="256" height="256" aria-label="What the model sees"></canvas>',
+    "samples": '<div id="p2p-samples" aria-label="Samples (dropout on), rendered in your browser"></div>',
+}
+BROWSER_CSS = """
+#browser-output, #browser-edges, #browser-samples { display: none !important; }
+.p2p-browser #browser-output, .p2p-browser #browser-edges, .p2p-browser #browser-samples { display: block !important; }
+.p2p-browser #output, .p2p-browser #edges, .p2p-browser #gallery, .p2p-browser #status { display: none !important; }
+#p2p-output, #p2p-edges { width: 100%; max-width: 330px; aspect-ratio: 1 / 1; display: block; margin: auto; }
+#p2p-edges { max-width: 220px; image-rendering: pixelated; }
+#p2p-samples { display: flex; gap: 6px; flex-wrap: wrap; min-height: 120px; }
+#p2p-samples canvas { width: 150px; height: 150px; }
+"""
+
+
+def browser_view(part: str, **kwargs: Any):
+    """The browser renderer's output, edge map or samples, as a gr.HTML (hidden until it renders)."""
+    import gradio as gr
+
+    return gr.HTML(BROWSER_VIEWS[part], elem_id=f"browser-{part}", **kwargs)
+
+
 def decode(value: Any) -> bytes | None:
     """PNG bytes of a canvas value; None for a blank canvas ("" or None). Raises CanvasError."""
     if value is None or value == "":
@@ -67,6 +100,29 @@ def decode(value: Any) -> bytes | None:
     if (w, h) != (SIZE, SIZE):
         raise CanvasError(f"the drawing is {w}x{h} pixels; the canvas is {SIZE}x{SIZE}")
     return png
+
+
+def strokes(png: bytes):
+    """The drawing's strokes (``edges.Strokes``) from a canvas PNG, or None when it carries none
+    (a drawing started from an example, an upload). Raises CanvasError on a malformed record."""
+    import io
+    import json
+
+    from PIL import Image, UnidentifiedImageError
+
+    from .edges import Strokes
+
+    try:
+        with Image.open(io.BytesIO(png)) as img:
+            record = img.info.get(STROKES_KEY)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None  # not a PNG we can read: load_image explains it
+    if record is None:
+        return None
+    try:
+        return Strokes.from_dict(json.loads(record))
+    except (ValueError, TypeError, RecursionError) as e:
+        raise CanvasError(f"the drawing's strokes cannot be read ({e})") from None
 
 
 def encode(image: np.ndarray) -> str:

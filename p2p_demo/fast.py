@@ -1,11 +1,12 @@
 """Fast inference: ONNX Runtime on the CPU, fp16 + CUDA graphs on a GPU, same samples as eager.
 
 Both fast paths take the dropout masks as *inputs* instead of drawing them inside the network. The
-masks are drawn here exactly as ``SeededDropout`` draws them in eager PyTorch: on the CPU, one
-``torch.Generator`` per sample, ``torch.rand(shape, generator=g) >= p`` per dropout layer in the
-order the layers run in the forward pass. A sample rendered by ONNX Runtime or a CUDA graph is
-therefore the same sample as the eager one for the same seed (equal to float rounding). A mask
-already holds the ``1 / (1 - p)`` scale, so dropout off is simply masks of ones, the identity.
+masks are drawn here exactly as ``SeededDropout`` draws them in eager PyTorch: each element a hash
+of (the sample's seed, the layer's number, the element's index), ``p2p_demo.masks``, the one
+definition, which ``static/p2p_masks.js`` repeats for the browser. A sample rendered by ONNX
+Runtime, a CUDA graph or ONNX Runtime Web is therefore the same sample as the eager one for the
+same seed (equal to float rounding). A mask already holds the ``1 / (1 - p)`` scale, so dropout
+off is simply masks of ones, the identity.
 
 * :class:`DropoutPlan`: which layers draw masks, in forward order, and their shapes at any size.
 * :func:`export_onnx`: the generator as ONNX with dynamic batch / height / width and one mask input
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import masks as masks_mod
 from .nets import Generator, SeededDropout
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class DropoutPlan:
     channels: list[int]
     strides: list[tuple[int, int]]  # input (H, W) / this layer's (h, w)
     probs: list[float]
+    layers: list[int]  # each module's SeededDropout.layer: its key in the mask hash
 
     @classmethod
     def of(cls, generator: Generator) -> "DropoutPlan":
@@ -85,6 +88,7 @@ class DropoutPlan:
             channels=[s[1] for _, s in seen],
             strides=[(size // s[2], size // s[3]) for _, s in seen],
             probs=[m.p for m, _ in seen],
+            layers=[m.layer for m, _ in seen],
         )
 
     def __len__(self) -> int:
@@ -95,13 +99,20 @@ class DropoutPlan:
         return [(c, height // sh, width // sw) for c, (sh, sw) in zip(self.channels, self.strides)]
 
     def draw(self, generators: Sequence[torch.Generator], height: int, width: int) -> list[torch.Tensor]:
-        """The masks SeededDropout would draw with these per-sample generators: (B, C, h, w) each."""
-        shapes = self.shapes(height, width)
-        per_layer: list[list[torch.Tensor]] = [[] for _ in shapes]
-        for g in generators:  # each sample's generator runs through the layers in forward order
-            for i, (shape, p) in enumerate(zip(shapes, self.probs)):
-                per_layer[i].append(torch.rand(shape, generator=g) >= p)
-        return [torch.stack(keep).float().mul_(1.0 / (1.0 - p)) for keep, p in zip(per_layer, self.probs)]
+        """The masks SeededDropout would draw with these per-sample generators: (B, C, h, w) each.
+        Only each generator's seed counts (``initial_seed()``), as in SeededDropout."""
+        return self.draw_seeds([g.initial_seed() for g in generators], height, width)
+
+    def draw_seeds(self, seeds: Sequence[int], height: int, width: int) -> list[torch.Tensor]:
+        """The masks of samples with these per-sample seeds (``sample_seed(seed, k)``): (B, C, h, w)."""
+        return [torch.from_numpy(np.stack([masks_mod.scaled(s, layer, shape, p) for s in seeds]))
+                for shape, p, layer in zip(self.shapes(height, width), self.probs, self.layers)]
+
+    def to_dict(self) -> dict:
+        """What the browser needs to draw the same masks (``static/p2p_masks.js``)."""
+        return {"inputs": input_names(self)[1:], "channels": self.channels,
+                "strides": [list(s) for s in self.strides], "probs": self.probs, "layers": self.layers,
+                "masks_version": masks_mod.MASKS_VERSION}
 
     def ones(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
         """Dropout off: the identity."""
@@ -255,6 +266,7 @@ class OnnxRunner:
         # need those cores; measured as fast or faster under load (python -m bench knobs).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        self.onnx_bytes = onnx_bytes  # kept: the browser renderer downloads the same file (p2p_demo.web)
         self.plan = plan
         self.names = input_names(plan)
         self.threads = opts.intra_op_num_threads

@@ -16,9 +16,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import masks
 
 NORMS = ("batch", "instance")
 LAYOUTS = ("reference", "huggan")
@@ -96,11 +99,16 @@ class SampleNorm(nn.BatchNorm2d):
 
 
 class SeededDropout(nn.Module):
-    """Dropout whose masks come from one torch.Generator per sample when generators are set.
+    """Dropout whose masks are a hash of each sample's seed when per-sample generators are set.
 
     The owning generator sets ``generators`` (a list, one per batch item) before a sampled forward
-    pass and clears it after. Without generators it is ordinary ``F.dropout`` (training), and
+    pass and clears it after; sample b's mask is ``p2p_demo.masks.keep(generators[b].initial_seed(),
+    self.layer, ...)``: only the generator's seed matters (seed it with
+    ``p2p_demo.render.sample_seed(seed, k)``), never its state, so the same seed gives the same mask
+    on every call, device and batch. Without generators it is ordinary ``F.dropout`` (training), and
     ``enabled = False`` turns it into the identity (deterministic rendering).
+
+    ``layer`` is this layer's number in its generator (``number_dropout_layers``), part of the hash.
 
     ``masks``, when set, wins over all of that: a ready ``(B, C, H, W)`` multiplier already holding
     the ``1 / (1 - p)`` scale (ones = dropout off). It lets the masks be graph inputs, so an ONNX
@@ -110,6 +118,7 @@ class SeededDropout(nn.Module):
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         self.p = p
+        self.layer = 0
         self.enabled = True
         self.generators: Sequence[torch.Generator] | None = None
         self.masks: torch.Tensor | None = None
@@ -123,14 +132,20 @@ class SeededDropout(nn.Module):
             return F.dropout(x, self.p, self.training)
         if len(self.generators) != x.shape[0]:
             raise ValueError(f"{len(self.generators)} dropout generators for a batch of {x.shape[0]}")
-        # Masks are drawn on the CPU so a sample's mask is the same on every device and batch size.
-        keep = torch.stack(
-            [torch.rand(x.shape[1:], generator=g) >= self.p for g in self.generators]
-        )  # (B, C, H, W) bool
-        return x * keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
+        shape = tuple(x.shape[1:])
+        scale = torch.from_numpy(np.stack(
+            [masks.scaled(g.initial_seed(), self.layer, shape, self.p) for g in self.generators]
+        ))  # (B, C, H, W): 0 or 1 / (1 - p)
+        return x * scale.to(device=x.device, dtype=x.dtype)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}, layer={self.layer}"
+
+
+def number_dropout_layers(module: nn.Module) -> None:
+    """Number a network's SeededDropout layers 0, 1, ... in ``modules()`` order (their hash key)."""
+    for i, m in enumerate(m for m in module.modules() if isinstance(m, SeededDropout)):
+        m.layer = i
 
 
 def _norm(norm: str, channels: int) -> nn.Module:
@@ -247,6 +262,7 @@ class UNetGenerator(_SamplingMixin, nn.Module):
         block = _SkipBlock(ngf, ngf * 2, sub=block, norm=norm, upsample=up)
         self.model = _SkipBlock(c.out_channels, ngf, in_channels=c.in_channels, sub=block,
                                 outermost=True, norm=norm, upsample=up)
+        number_dropout_layers(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -317,6 +333,7 @@ class HugganUNet(_SamplingMixin, nn.Module):
             nn.Conv2d(g * 2, config.out_channels, 4, padding=1),
             nn.Tanh(),
         )
+        number_dropout_layers(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         d1 = self.down1(x)

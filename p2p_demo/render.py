@@ -3,7 +3,8 @@
 Sampling follows the reference's test mode on purpose: every image is normalised with its own
 statistics and dropout stays on, which is what the authors' published results use (eval-mode
 BatchNorm gives the blurry/black outputs users report). Each sample k of a request gets its own
-dropout generator seeded from (seed, k), so a sample does not depend on the batch it was drawn in.
+dropout seed ``sample_seed(seed, k)`` and its masks are a hash of that seed (``p2p_demo.masks``),
+so a sample does not depend on the batch it was drawn in, the backend, or whether a browser drew it.
 ``deterministic=True`` turns dropout off: one canonical rendering, identical for every seed.
 
 Backends (``backend=``): ``torch`` runs the generator eagerly (fp32 on the CPU, fp16 on CUDA);
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from . import edges as edges_mod
+from . import masks
 from .image import crop, load_image, pad_to_multiple, resize, to_images, to_tensor
 from .nets import Generator
 
@@ -44,8 +46,9 @@ class RenderResult:
 
 
 def sample_seed(seed: int, k: int) -> int:
-    """The dropout seed of sample k of a request seeded with ``seed`` (stable across versions)."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, k]).generate_state(1, np.uint64)[0] >> 1)
+    """The dropout seed of sample k of a request seeded with ``seed`` (``p2p_demo.masks``; the
+    browser computes the same)."""
+    return masks.sample_seed(seed, k)
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -172,6 +175,11 @@ class Renderer:
         if method not in EDGE_METHODS:
             raise ValueError(f"edges method must be one of {EDGE_METHODS}, got {method!r}")
         style = self.line_style if size is None else replace(self.line_style, size=size)
+        if isinstance(source, edges_mod.Strokes):  # the canvas' vectors: framed and redrawn from them
+            if method not in ("auto", "sketch") or self.input_kind != "edges":
+                raise ValueError(f"strokes become an edge map; they cannot be used with edges={method!r} "
+                                 f"or a model that takes {self.input_kind}")
+            return edges_mod.normalize_strokes(source, style).image
         if method == "none" or self.input_kind != "edges":
             rgb = load_image(source)
             return resize(rgb, style.size)
@@ -252,11 +260,29 @@ class Renderer:
             finally:
                 g.set_dropout_generators(None)
         h, w = x.shape[-2:]
-        masks = self._plan.draw(gens, h, w) if sampled else self._plan.ones(len(ks), h, w)
+        if sampled:
+            masks = self._plan.draw_seeds([sample_seed(seed, k) for k in ks], h, w)
+        else:
+            masks = self._plan.ones(len(ks), h, w)
         if self.backend == "onnx":
             return self._fast(x.expand(len(ks), -1, -1, -1), masks)
         g.set_inference_mode(per_image_stats=True, dropout=True)  # the masks decide
         return self._fast(x.to(self.device, self.dtype).expand(len(ks), -1, -1, -1), masks)
+
+    def onnx_export(self) -> tuple[bytes, Any]:
+        """This model as ONNX (``fast.export_onnx``: fp32, masks as inputs) and its DropoutPlan, for
+        ONNX Runtime Web. The ONNX backend's own file; otherwise exported (and cached) once."""
+        from . import fast
+
+        if self.backend == "onnx":
+            return self._fast.onnx_bytes, self._plan
+        if getattr(self, "_export", None) is None:
+            import copy
+
+            cpu = copy.deepcopy(self.generator).to("cpu", torch.float32)
+            plan = fast.DropoutPlan.of(cpu)
+            self._export = (fast.cached_export(cpu, plan, fast.cache_dir()), plan)
+        return self._export
 
     def _after_oom(self, batch_size: int, tried: int) -> int:
         """The next batch size after a CUDA OOM at ``tried`` samples; 0 means go to the CPU."""

@@ -210,15 +210,22 @@ class ModelManager:
         A blank or cleared canvas is not an error: it gives an empty Output with a hint. A value
         the canvas cannot have sent is refused with a UserMessage.
         """
-        from .canvas import CanvasError, decode
+        from .canvas import CanvasError, decode, strokes
 
         try:
             png = decode(value)
+            vectors = strokes(png) if png is not None else None
         except CanvasError as e:
             raise UserMessage(f"Cannot read the drawing: {e}. Clear the canvas and draw again.") from e
         if png is None:  # never drawn, or cleared
             return Output.empty(EMPTY_SKETCH)
-        return self._render(png, "sketch", model_id=model_id, n=n, seed=seed,
+        # Strokes are framed and redrawn from their vectors, as the browser does (for models that take
+        # edge maps); a drawing started from an example picture goes through the raster pipeline.
+        if vectors is not None and self.renderer(model_id).input_kind == "edges":
+            source: Any = vectors
+        else:
+            source = png
+        return self._render(source, "sketch", model_id=model_id, n=n, seed=seed,
                             deterministic=deterministic, empty=EMPTY_SKETCH)
 
     def render_sketch_live(self, value: Any, *, model_id: str, n: Any = 1, seed: Any = 0,
@@ -315,7 +322,7 @@ def _status(name: str, device: str, n: int, seed: int, sampled: bool, determinis
         how = f"sample 1 of {of}, seed {seed}" if of else f"{n} sample{'s' * (n > 1)}, seed {seed}"
     else:
         how = "deterministic" if deterministic else "deterministic (this model is meant to run with dropout off)"
-    return f"{name} · {how} · model {_ms(model_s)}, edges {_ms(edges_s)} on {device.upper()}"
+    return f"{name} · {how} · model {_ms(model_s)}, edges {_ms(edges_s)} on the server ({device.upper()})"
 
 
 def _options(n: Any, seed: Any, deterministic: Any) -> tuple[int, int, bool]:

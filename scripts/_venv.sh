@@ -15,3 +15,8 @@ install_requirements() {
   fi
 }
 export GRADIO_ANALYTICS_ENABLED=False
+fetch_web_runtime() {
+  # ONNX Runtime Web for rendering in the browser (npm pack, integrity-checked; cached, so later runs
+  # return at once). Without it everything still works: drawings render on the server.
+  .venv/bin/python -m p2p_demo fetch-web-runtime || echo "warning: rendering in the browser is off" >&2
+}

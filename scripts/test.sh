@@ -3,9 +3,14 @@
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 install_requirements requirements.txt
 install_requirements requirements-dev.txt
-if [ ! -x /usr/bin/chromium ]; then
-  # The browser test drives Debian's Chromium; Playwright never downloads a browser here.
+# The browser test drives Debian's Chromium (Playwright never downloads a browser here); npm fetches
+# ONNX Runtime Web for the in-browser renderer, node runs the JS twins in tests.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null || missing+=(npm)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
-  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+fetch_web_runtime
 exec .venv/bin/python -m pytest "$@"

@@ -38,13 +38,15 @@ def url(tmp_path_factory):
 
 @pytest.fixture()
 def page(url, tmp_path):
+    """The server-rendering page (?render=server): this test is about the server's flows; the browser
+    renderer has its own test below."""
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         page.set_default_timeout(TIMEOUT_MS)
         page.requests = []  # every URL the page asks for
         page.on("request", lambda r: page.requests.append(r.url))
-        page.goto(url)
+        page.goto(url + "?render=server")
         try:
             yield page
         finally:
@@ -194,3 +196,129 @@ def _synthetic_photo(path: Path) -> None:
     img = np.stack([xx * 0.5 + 40, yy * 0.6 + 60, 150 + 0 * xx], -1)
     img[(xx - 160) ** 2 / 2 + (yy - 120) ** 2 < 70**2] = [190, 70, 50]
     Image.fromarray(img.astype(np.uint8)).save(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering in the browser: the same pictures as the server, for the same strokes and seed.
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+# ONNX Runtime Web (WASM, fp32) against ONNX Runtime on the server: the same graph and inputs,
+# different kernels; float rounding may flip a pixel's last level, rarely more.
+MAX_LEVELS, MEAN_LEVELS = 4, 0.5
+
+
+@pytest.fixture(scope="module")
+def openmoji_app():
+    """The real app serving the bundled OpenMoji model (the one visitors draw with)."""
+    import huggingface_hub.constants
+
+    import app
+    from test_app import free_port
+
+    from p2p_demo import webrt
+
+    if not webrt.available():
+        pytest.skip("ONNX Runtime Web is not installed (python -m p2p_demo fetch-web-runtime; scripts/test.sh does it)")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+        demo = app.build_app(WEIGHTS, default_model="openmoji")
+        demo.launch(**app.LAUNCH_KWARGS, server_name="127.0.0.1", server_port=free_port(),
+                    prevent_thread_lock=True, quiet=True)
+        try:
+            yield demo
+        finally:
+            demo.close()
+
+
+def browser_settled(page) -> dict:
+    """Wait until the browser renderer is idle after a final frame; its last frame's pixels and inputs."""
+    page.wait_for_function("() => p2pBrowser.idle() && p2pBrowser.last && p2pBrowser.last.kind === 'final'")
+    return page.evaluate("""() => {
+        const l = p2pBrowser.last;
+        return {output: Array.from(l.output.data), edges: Array.from(l.edges),
+                samples: l.samples.map(s => Array.from(s.data)), record: p2pBrowser.canvas.record(),
+                key: JSON.parse(l.key), status: document.querySelector('#p2p-status').innerText,
+                frames: p2pBrowser.frames.length};
+    }""")
+
+
+def rgb(flat: list[int], size: int = 256):
+    import numpy as np
+
+    return np.asarray(flat, np.uint8).reshape(size, size, 4)[..., :3]
+
+
+def assert_same_picture(browser, server) -> None:
+    import numpy as np
+
+    diff = np.abs(browser.astype(int) - server.astype(int))
+    print(f"browser vs server: max |diff| {diff.max()}, mean {diff.mean():.4f}")
+    assert server.std() > 5  # a picture, not a flat field
+    assert diff.max() <= MAX_LEVELS and diff.mean() <= MEAN_LEVELS, (diff.max(), diff.mean())
+
+
+def test_the_browser_renders_the_servers_pictures(openmoji_app, tmp_path):
+    import numpy as np
+
+    from p2p_demo.edges import Strokes
+
+    manager = openmoji_app.p2p_web.manager
+    renderer = manager.renderer("openmoji")
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(openmoji_app.local_url)
+        try:
+            page.wait_for_function("() => window.p2pBrowser && p2pBrowser.mode === 'browser'")
+            assert page.evaluate("() => crossOriginIsolated")  # COOP/COEP: WASM threads allowed
+            # A face: the outline, then two eyes; the server gets no request while the browser renders.
+            before = len(requests)
+            draw(page, [(0.3, 0.25), (0.7, 0.25), (0.75, 0.7), (0.5, 0.85), (0.25, 0.7), (0.3, 0.25)])
+            draw(page, [(0.4, 0.45), (0.42, 0.47)])
+            draw(page, [(0.6, 0.45), (0.62, 0.47)])
+            got = browser_settled(page)
+            assert not [u for u in requests[before:] if "/gradio_api/" in u], "a stroke reached the server"
+            assert got["frames"] >= 4  # live frames while drawing, and the final ones
+            assert "in your browser, WASM" in got["status"] and "3 samples, seed 0" in got["status"]
+
+            # The server's render of the same strokes and seed: the edge map pixel for pixel, the pictures
+            # within float rounding.
+            strokes = Strokes.from_dict(got["record"])
+            server_edges = renderer.make_edges(strokes)
+            assert np.array_equal(np.asarray(got["edges"], np.uint8).reshape(256, 256), server_edges)
+            server = renderer.generate(server_edges, n=3, seed=0)
+            assert len(got["samples"]) == 3
+            for b, s in zip(got["samples"], server):
+                assert_same_picture(rgb(b), s)
+            assert_same_picture(rgb(got["output"]), server[0])
+            assert np.abs(rgb(got["samples"][1]).astype(int) - server[0]).max() > 20  # samples differ
+
+            # Another seed and sample count, typed into the controls: rendered in the browser too.
+            seed = page.locator("#seed input")
+            seed.fill("7")
+            seed.press("Enter")
+            box = page.locator("#samples input[type=number]")
+            box.fill("2")
+            box.press("Enter")
+            page.wait_for_function("() => p2pBrowser.last && JSON.parse(p2pBrowser.last.key).seed === 7 "
+                                   "&& JSON.parse(p2pBrowser.last.key).n === 2")
+            got = browser_settled(page)
+            server = renderer.generate(server_edges, n=2, seed=7)
+            for b, s in zip(got["samples"], server, strict=True):
+                assert_same_picture(rgb(b), s)
+
+            # An example is a picture, not strokes: the server renders it, and the page says so.
+            page.locator("#examples button.gallery-item").first.click()
+            page.wait_for_function("() => p2pBrowser.mode === 'server'")
+            wait_src_change(page, "#output", None)
+            assert page.locator("#output").is_visible() and not page.locator("#p2p-output").is_visible()
+            assert "example" in page.locator("#sketch .p2p-note").inner_text()
+            page.wait_for_function("() => document.querySelector('#status').innerText.includes('on the server')")
+        finally:
+            page.screenshot(path=str(tmp_path / "browser-render.png"), full_page=True)  # for a failing run
+            browser.close()
+    hosts = {urlparse(u).hostname for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")}
+    assert hosts <= LOCAL_HOSTS, f"the page reached out to {hosts - LOCAL_HOSTS}"

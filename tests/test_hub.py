@@ -29,6 +29,22 @@ ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 import reference_impl as ref  # noqa: E402  (the independent re-implementation)
 
+
+def hash_masks(g, seed: int, size: int):
+    """A mask_source for the reference network replaying, layer by layer in forward order, the keep
+    masks our generator draws for one sample seeded ``seed`` (p2p_demo.masks)."""
+    from p2p_demo.fast import DropoutPlan
+
+    plan = DropoutPlan.of(g)
+    drawn = iter([m[0] > 0 for m in plan.draw_seeds([seed], size, size)])
+
+    def source(shape):
+        keep = next(drawn)
+        assert tuple(keep.shape) == tuple(shape)
+        return keep
+
+    return source
+
 STYLE = {"size": 64, "stroke_width": 2, "margin": 0.06}
 
 
@@ -104,8 +120,7 @@ def test_loader_reproduces_the_authors_unet(mode, authors_unet, authors_file, x2
         g.set_inference_mode(per_image_stats=True, dropout=False)
     else:  # the reference's test mode exactly, both networks fed the same dropout masks
         net.train()
-        masks = torch.Generator().manual_seed(42)
-        ref.set_dropout(net, enabled=True, mask_source=lambda shape: torch.rand(shape, generator=masks) >= 0.5)
+        ref.set_dropout(net, enabled=True, mask_source=hash_masks(g, 42, 256))
         g.set_inference_mode(per_image_stats=True, dropout=True)
         g.set_dropout_generators([torch.Generator().manual_seed(42)])
     expected = net(x256.clone())
@@ -138,8 +153,7 @@ def test_loader_reproduces_the_huggan_unet(dropout, tmp_path, huggan_unet, x256)
     assert info.dropout_sampling is False  # published for eval mode
     net = copy.deepcopy(huggan_unet).eval()
     if dropout:
-        masks = torch.Generator().manual_seed(7)
-        ref.set_dropout(net, enabled=True, mask_source=lambda shape: torch.rand(shape, generator=masks) >= 0.5)
+        ref.set_dropout(net, enabled=True, mask_source=hash_masks(g, 7, 256))
         g.set_inference_mode(dropout=True)
         g.set_dropout_generators([torch.Generator().manual_seed(7)])
     else:

@@ -1,0 +1,92 @@
+"""ONNX Runtime Web, the browser's copy of the model runtime: which files, where they live, how they arrive.
+
+The app serves everything the browser renderer needs itself (``p2p_demo.web``); nothing comes from
+a CDN. The runtime is the npm package ``onnxruntime-web`` (MIT, Microsoft), pinned to one version
+and checked against the registry's sha512 integrity of its tarball. It is not vendored: the few
+files needed weigh 41 MB (the WASM build, 14 MB, and the WebGPU build, 27 MB), more than the rest of
+the repository. ``python -m p2p_demo fetch-web-runtime`` (run by ``scripts/app.sh`` and
+``scripts/test.sh``) fetches it once with ``npm pack``, like the OpenMoji data, into
+``~/.cache/p2p_demo/onnxruntime-web/<version>`` (``P2P_WEB_RUNTIME`` to put it elsewhere). Without
+it the app still works: every drawing renders on the server, and the status line says why.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PACKAGE = "onnxruntime-web"
+VERSION = "1.30.0"
+INTEGRITY = "sha512-q0y+JrrtukXSzsBWEMccVfqX25LRmosXHF+CaRJmg8pZClzcV7svNc4rKY3jL02Vb7QmRMDs1SigqR4CXAfKYQ=="
+# The WASM bundle and its threaded SIMD binary; the WebGPU bundle and its (asyncify) binary.
+FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm",
+         "ort.webgpu.min.mjs", "ort-wasm-simd-threaded.asyncify.mjs", "ort-wasm-simd-threaded.asyncify.wasm")
+LICENSE = "LICENSE"  # MIT, shipped in this repository (the npm package names its licence but holds no file)
+ENV = "P2P_WEB_RUNTIME"
+
+
+class RuntimeMissing(RuntimeError):
+    """The runtime's files are not there (or could not be fetched)."""
+
+
+def folder() -> Path:
+    value = os.environ.get(ENV)
+    return Path(value) if value else Path.home() / ".cache" / "p2p_demo" / PACKAGE / VERSION
+
+
+def available(where: Path | None = None) -> bool:
+    where = where or folder()
+    return all((where / name).is_file() for name in FILES)
+
+
+def licence_text() -> str:
+    return resources.files("p2p_demo").joinpath("static", "onnxruntime-web.LICENSE").read_text(encoding="utf-8")
+
+
+def fetch(where: Path | None = None, *, npm: str = "npm") -> Path:
+    """Fetch the pinned package with ``npm pack``, check its integrity, unpack the files needed.
+
+    Idempotent: returns at once when the files are there. Raises RuntimeMissing saying why not.
+    """
+    where = where or folder()
+    if available(where):
+        return where
+    if shutil.which(npm) is None:
+        raise RuntimeMissing(f"npm is not installed: cannot fetch {PACKAGE}@{VERSION} (the browser renderer); "
+                             "install npm (Debian: apt-get install npm) and run python -m p2p_demo fetch-web-runtime")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            done = subprocess.run([npm, "pack", f"{PACKAGE}@{VERSION}", "--silent"], cwd=tmp, capture_output=True,
+                                  text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            raise RuntimeMissing(f"npm pack {PACKAGE}@{VERSION} took over 10 minutes") from None
+        tgz = Path(tmp) / f"{PACKAGE}-{VERSION}.tgz"
+        if done.returncode != 0 or not tgz.is_file():
+            raise RuntimeMissing(f"npm pack {PACKAGE}@{VERSION} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        digest = "sha512-" + base64.b64encode(hashlib.sha512(tgz.read_bytes()).digest()).decode()
+        if digest != INTEGRITY:
+            raise RuntimeMissing(f"{tgz.name} does not match the pinned integrity ({digest[:24]}... != "
+                                 f"{INTEGRITY[:24]}...); refusing to serve it")
+        part = Path(tempfile.mkdtemp(dir=tmp))
+        with tarfile.open(tgz) as tar:
+            for name in FILES:
+                member = tar.getmember(f"package/dist/{name}")
+                with tar.extractfile(member) as src, open(part / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+        (part / LICENSE).write_text(licence_text(), encoding="utf-8")
+        where.parent.mkdir(parents=True, exist_ok=True)
+        for name in (*FILES, LICENSE):  # each file lands whole (rename), the binaries last
+            where.mkdir(exist_ok=True)
+            os.replace(part / name, where / name)
+    log.info("fetched %s@%s into %s", PACKAGE, VERSION, where)
+    return where

@@ -1,0 +1,86 @@
+"""The hash-based dropout masks (p2p_demo.masks): pinned values, the JS twin, and every path using them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from p2p_demo import fast, masks
+from p2p_demo.nets import GeneratorConfig, SeededDropout, build_generator
+from p2p_demo.render import sample_seed
+
+JS = Path(__file__).resolve().parent.parent / "p2p_demo" / "static" / "p2p_masks.js"
+
+
+def test_golden_values_stay_stable_across_versions():
+    # Changing any of these changes every seed's pictures: bump masks.MASKS_VERSION and say so.
+    assert masks.MASKS_VERSION == 1
+    assert sample_seed(0, 0) == 4060026210734431648
+    assert sample_seed(42, 3) == 6229588932981254576
+    assert sample_seed(4294967295, 7) == 7080562161973857323
+    assert sample_seed(2**32 + 42, 3) == sample_seed(42, 3)  # only the low 32 bits of a seed count
+    assert masks.layer_key(5, 0) == 2527292570
+    assert masks.hash32(123456789012345, 3, 5).tolist() == [4010939734, 688345870, 3561637768, 2357264996,
+                                                            4023393162]
+    m = masks.keep(sample_seed(0, 0), 0, (128, 2, 2), 0.5)
+    assert int(m.sum()) == 251 and m.reshape(-1)[:8].tolist() == [True, True, True, False, False, False, False, False]
+
+
+def test_masks_keep_about_half_and_differ_by_seed_layer_and_sample():
+    a = masks.keep(sample_seed(1, 0), 0, (64, 16, 16), 0.5)
+    assert abs(a.mean() - 0.5) < 0.01
+    for other in (masks.keep(sample_seed(1, 1), 0, a.shape, 0.5), masks.keep(sample_seed(2, 0), 0, a.shape, 0.5),
+                  masks.keep(sample_seed(1, 0), 1, a.shape, 0.5)):
+        assert 0.45 < (a == other).mean() < 0.55  # independent-looking, not shifted copies
+    assert abs(masks.keep(7, 0, (100_000,), 0.2).mean() - 0.8) < 0.005
+    s = masks.scaled(7, 0, (10,), 0.5)
+    assert s.dtype == np.float32 and set(s.tolist()) <= {0.0, 2.0}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_js_twin_gives_the_same_bits(tmp_path):
+    cases = [(0, 0), (42, 3), (4294967295, 7), (123456, 0)]
+    script = tmp_path / "t.mjs"
+    script.write_text(f"""
+import {{ sampleSeed, hash32, scaledInto }} from {json.dumps(JS.as_uri())};
+const out = {{}};
+out.seeds = {json.dumps(cases)}.map(([s, k]) => sampleSeed(s, k).toString());
+out.hash = Array.from(hash32(123456789012345n, 3, 1000));
+out.mask = Array.from(scaledInto(new Float32Array(4 * 8 * 8), sampleSeed(9, 2), 1, 0.5));
+out.mask_p = Array.from(scaledInto(new Float32Array(500), 77n, 4, 0.3));
+console.log(JSON.stringify(out));
+""")
+    got = json.loads(subprocess.run(["node", str(script)], capture_output=True, text=True, check=True).stdout)
+    assert [int(s) for s in got["seeds"]] == [sample_seed(s, k) for s, k in cases]
+    assert got["hash"] == masks.hash32(123456789012345, 3, 1000).tolist()
+    assert got["mask"] == masks.scaled(sample_seed(9, 2), 1, (4, 8, 8), 0.5).reshape(-1).tolist()
+    assert np.array_equal(np.float32(got["mask_p"]), masks.scaled(77, 4, (500,), 0.3))
+
+
+def test_eager_dropout_and_the_plan_draw_the_hash_masks():
+    g = build_generator(GeneratorConfig(in_channels=1, ngf=4, num_downs=7, norm="instance")).eval()
+    plan = fast.DropoutPlan.of(g)
+    layers = [m.layer for m in g.modules() if isinstance(m, SeededDropout)]
+    assert layers == list(range(len(layers))) and sorted(plan.layers) == layers
+    seeds = [sample_seed(3, k) for k in range(2)]
+    drawn = plan.draw_seeds(seeds, 128, 128)
+    assert torch.equal(drawn[0], plan.draw([torch.Generator().manual_seed(s) for s in seeds], 128, 128)[0])
+    for i, (m, shape) in enumerate(zip(plan.modules, plan.shapes(128, 128))):
+        want = np.stack([masks.scaled(s, m.layer, shape, m.p) for s in seeds])
+        assert np.array_equal(drawn[i].numpy(), want)
+    x = torch.randn(2, 1, 128, 128)
+    g.set_inference_mode(per_image_stats=True, dropout=True)
+    with torch.no_grad():
+        g.set_dropout_generators([torch.Generator().manual_seed(s) for s in seeds])
+        eager = g(x)
+        g.set_dropout_generators(None)
+        plan.set(drawn)
+        given = g(x)
+        plan.set(None)
+    assert torch.equal(eager, given)
