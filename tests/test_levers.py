@@ -17,20 +17,10 @@ from train.evaluate import flat_std, local_std, pairwise_l1
 from train.fit import Trainer, config_from_args, load_checkpoint
 from train.lineage import Lineage, read_lineage
 from train.losses import mode_seeking_loss
-from tests.test_train import SIZE, fixed_batch, make_dataset, make_trainer, tiny
+from tests.test_train import SIZE, fixed_batch, make_trainer, tiny
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data") / "tiny")
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 # --------------------------------------------------------------------------------------------

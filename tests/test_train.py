@@ -62,18 +62,7 @@ def make_dataset(folder: Path, size: int = SIZE, n_train: int = 12, n_test: int 
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, two spinning OpenMP threads per test run slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data") / "tiny")
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny(data_dir: Path, out: Path, **kw) -> TrainConfig:
