@@ -598,7 +598,6 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
         elif not step:
             log_path.write_text("")
     grid_data = held_out if held_out is not None else train
-    lineage_images = 0  # images_seen counts this run only
 
     def checkpoint() -> None:
         rngs = [None] * world
@@ -614,7 +613,7 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
             "data": _data_info(cfg.data), "world_size": world, "rng": rngs, "history": history,
             "wall_time": wall_before + (time.perf_counter() - t_start), "images_seen": images_seen,
             "lineage": lineage.to_dict(), "discriminator_config": trainer.discriminator_config,
-            "stint": stint_record(cfg.to_dict(), steps=step, images_seen=images_seen - lineage_images,
+            "stint": stint_record(cfg.to_dict(), steps=step, images_seen=images_seen,
                                   wall_s=wall_before + (time.perf_counter() - t_start), threads=torch.get_num_threads(),
                                   world=world, device=device.type, init_from=cfg.init_from),
             **trainer.state_dict(),
