@@ -14,7 +14,9 @@ from p2p_demo.nets import GeneratorConfig, build_generator
 from train import fit as fit_mod
 from train.config import TrainConfig
 from train.evaluate import flat_std, local_std, pairwise_l1
-from train.fit import Trainer, config_from_args, load_checkpoint
+from train.checkpoint import load_checkpoint
+from train.fit import config_from_args
+from train.trainer import Trainer
 from train.lineage import Lineage, read_lineage
 from train.losses import mode_seeking_loss
 from tests.test_train import SIZE, fixed_batch, make_trainer, tiny

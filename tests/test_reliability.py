@@ -554,7 +554,7 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
     resumed each time ends exactly as an uninterrupted run; after every kill last.pt loads and holds
     the last checkpoint (never half a file)."""
     from test_train import make_dataset
-    from train.fit import load_checkpoint
+    from train.checkpoint import load_checkpoint
 
     data = make_dataset(tmp_path / "data", n_train=8, n_test=2)
     base = dict(data=str(data), out_dir=str(tmp_path / "runs"), ngf=8, ndf=8, batch_size=2, n_epochs=2.0,
@@ -624,6 +624,7 @@ def test_full_disk_during_fit_is_one_clear_line_and_the_checkpoint_survives(tmp_
     """python -m train fit: the 2nd checkpoint hits ENOSPC -> exit with one line; the 1st is intact."""
     from test_train import make_dataset
     from train import fit as fit_mod
+    from train.checkpoint import load_checkpoint
 
     data = make_dataset(tmp_path / "data", n_train=4, n_test=1)
     real, saves = torch.save, []
@@ -645,5 +646,5 @@ def test_full_disk_during_fit_is_one_clear_line_and_the_checkpoint_survives(tmp_
     assert "previous checkpoint there is untouched" in message and "\n" not in message
     monkeypatch.undo()
     ckpt = tmp_path / "r" / "checkpoints"
-    assert fit_mod.load_checkpoint(ckpt / "last.pt")["step"] == 2
+    assert load_checkpoint(ckpt / "last.pt")["step"] == 2
     assert [p.name for p in ckpt.iterdir()] == ["last.pt"]

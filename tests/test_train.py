@@ -25,9 +25,11 @@ from p2p_demo.edges import LineStyle, apply_box, photo_to_edges
 from p2p_demo.nets import GeneratorConfig, SeededDropout, build_generator
 from p2p_demo.image import resize, to_tensor
 from train import fit as fit_mod
-from train.config import GAN_MODES, LOSSES, TrainConfig
+from train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from train.config import GAN_MODES, LOSSES, ConfigError, TrainConfig
 from train.dataset import Jitter, PairedData, batch_indices, default_load_size, epoch_order, steps_per_epoch, to_unit
-from train.fit import CheckpointError, Trainer, config_from_args, load_checkpoint, save_checkpoint
+from train.fit import config_from_args
+from train.trainer import Trainer, check_patchgan_fits
 
 REPO = Path(__file__).resolve().parent.parent
 SIZE = 64
@@ -239,10 +241,10 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
 
 def test_rng_states_round_trip_through_weights_only(tmp_path):
     g = torch.Generator().manual_seed(3)
-    state = fit_mod.rng_state(g)
+    state = rng_state(g)
     save_checkpoint({"rng": [state]}, tmp_path / "r.pt")
     expected = (np.random.rand(), torch.rand(2), torch.rand(2, generator=g), __import__("random").random())
-    fit_mod.set_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"][0], g)
+    set_rng_state(load_checkpoint(tmp_path / "r.pt")["rng"][0], g)
     got = (np.random.rand(), torch.rand(2), torch.rand(2, generator=g), __import__("random").random())
     assert got[0] == expected[0] and got[3] == expected[3]
     assert torch.equal(got[1], expected[1]) and torch.equal(got[2], expected[2])
@@ -271,14 +273,14 @@ def test_sigkill_while_saving_leaves_the_old_checkpoint_loadable(tmp_path):
     save_checkpoint({"step": 1, "w": torch.ones(4)}, path)
     script = f"""
 import sys, time, torch
-from train import fit
+from train import checkpoint
 def slow_save(obj, f, *args, **kwargs):
     f.write(b"x" * 4096)  # half-written new checkpoint
     f.flush()
     open({str(writing)!r}, "w").close()
     time.sleep(120)
 torch.save = slow_save
-fit.save_checkpoint({{"step": 2, "w": torch.zeros(4)}}, {str(path)!r})
+checkpoint.save_checkpoint({{"step": 2, "w": torch.zeros(4)}}, {str(path)!r})
 """
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
@@ -478,12 +480,12 @@ def test_command_line_flags_map_onto_the_config(data_dir):
 
 
 def test_a_patchgan_too_deep_for_the_images_is_refused_up_front(data_dir, tmp_path):
-    with pytest.raises(fit_mod.ConfigError, match=r"--n-layers 5 needs images of at least 96 px; these are 64 px "
+    with pytest.raises(ConfigError, match=r"--n-layers 5 needs images of at least 96 px; these are 64 px "
                                                   r"\(use --n-layers 4 or less"):
         fit_mod.fit(tiny(data_dir, tmp_path, n_layers=5, norm="instance"))
     assert not (tmp_path / "run").exists()
-    fit_mod.check_patchgan_fits(4, 64)  # 64 / 16 = 4: fits
-    fit_mod.check_patchgan_fits(0, 16)  # PixelGAN: 1x1 convs, any size
+    check_patchgan_fits(4, 64)  # 64 / 16 = 4: fits
+    check_patchgan_fits(0, 16)  # PixelGAN: 1x1 convs, any size
 
 
 def test_max_seconds_stops_a_run(data_dir, tmp_path):

@@ -2,7 +2,7 @@
 
 ``python -m train bench [--device auto|cpu|cuda] [--size 256] [--steps N] [--warmup N]``
 
-Both recipes run the real training step (train.fit.Trainer: D step + G step, full unet and
+Both recipes run the real training step (train.trainer.Trainer: D step + G step, full unet and
 70x70 PatchGAN at ngf/ndf 64) on the same synthetic in-memory pairs with on-device jitter, and the
 table gives training images per second (warm-up steps excluded) and the ratio.
 
@@ -28,7 +28,8 @@ import torch
 
 from train.config import TrainConfig
 from train.dataset import Jitter, PairedData
-from train.fit import Trainer, resolve_device
+from train.distributed import resolve_device
+from train.trainer import Trainer
 
 
 def recipes(device: torch.device, size: int, compile_: bool | None = None) -> dict[str, TrainConfig]:

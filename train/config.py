@@ -1,6 +1,6 @@
 """TrainConfig: every knob of a training run, saved in its checkpoint as a plain dict.
 
-Defaults are the reference's (REFERENCE.md): L1 + conditional GAN with lambda 100, vanilla
+Defaults are the reference's (pix2pix, Isola et al. 2017, and its PyTorch code): L1 + conditional GAN with lambda 100, vanilla
 (BCE-with-logits) GAN loss, 70x70 PatchGAN, unet_256 with BatchNorm and dropout, batch 1,
 Adam 2e-4 (0.5, 0.999), 100 epochs constant + 100 epochs linear decay, load 286 -> crop 256 +
 flip, N(0, 0.02) init.
@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+class ConfigError(ValueError):
+    """The options cannot train on this data (said before any work is done)."""
+
 
 LOSSES = ("l1", "gan", "cgan", "l1+gan", "l1+cgan")
 GAN_MODES = ("vanilla", "lsgan", "hinge")

@@ -48,7 +48,9 @@ from torch import nn
 
 from p2p_demo.image import array_to_rgb as to_rgb, grid, resize, save_image, to_images
 from p2p_demo.render import sample_seed
+from train.checkpoint import checkpoint_generator, read_train_checkpoint
 from train.dataset import PairedData, read_manifest
+from train.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -218,10 +220,8 @@ def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_st
 def load_model(spec: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """A generator and what is known about it, from a training checkpoint (.pt) or a model folder /
     hub spec (through p2p_demo.hub.load_generator)."""
-    ckpt = _train_checkpoint(Path(spec))
+    ckpt = read_train_checkpoint(spec)
     if ckpt is not None:
-        from train.fit import checkpoint_generator
-
         G = checkpoint_generator(ckpt)
         info = {"line_style": ckpt.get("line_style"), "step": ckpt.get("step"), "source": "checkpoint",
                 "weights": "ema" if ckpt.get("G_ema") else "raw"}
@@ -231,19 +231,6 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> tuple[nn.Module
         G, meta = load_generator(spec)
         info = {"line_style": getattr(meta, "line_style", None), "source": "model"}
     return G.to(device).float(), info
-
-
-def _train_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint dict when ``path`` is a file written by ``train fit``, else None."""
-    if not (path.is_file() and path.suffix in (".pt", ".pth", ".ckpt")):
-        return None
-    from train.fit import load_checkpoint
-
-    try:
-        ckpt = load_checkpoint(path)
-    except Exception:  # not ours (e.g. a pickled reference .pth): let the hub loader judge it
-        return None
-    return ckpt if isinstance(ckpt, dict) and "generator_config" in ckpt and "G" in ckpt else None
 
 
 def default_out(spec: str) -> Path:
@@ -256,8 +243,7 @@ def default_out(spec: str) -> Path:
 def evaluate(model: str, data: str, *, split: str = "test", seed: int = 0, out: str | None = None,
              device: str = "auto", batch_size: int = 8, max_items: int = 0, grid_rows: int = 8,
              variety_seeds: int = VARIETY_SEEDS) -> dict[str, Any]:
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-    G, info = load_model(model, dev)
+    G, info = load_model(model, resolve_device(device))
     ds = PairedData.load(data, split, "cpu")
     if len(ds) == 0:
         raise SystemExit(f"evaluate: {data} has no {split!r} pairs")

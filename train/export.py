@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
-from train.fit import checkpoint_generator, load_checkpoint
+from train.checkpoint import checkpoint_generator, load_checkpoint
 from train.lineage import checkpoint_lineage, write_training_state
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from train.checkpoint import checkpoint_weights, is_train_checkpoint, load_checkpoint
+
 TRAINING_DIR = "training"
 GENERATOR_FILE = "generator.safetensors"
 DISCRIMINATOR_FILE = "discriminator.safetensors"
@@ -165,12 +167,10 @@ def load_init_source(spec: str) -> InitSource:
     registry id, a folder, a Hub repo), with its ``training/`` state when it carries one."""
     path = Path(spec)
     if path.is_file() and path.suffix in (".pt", ".ckpt"):
-        from train.fit import load_checkpoint
-
         ckpt = load_checkpoint(path)
-        if "G" not in ckpt or "generator_config" not in ckpt:
+        if not is_train_checkpoint(ckpt):
             raise ValueError(f"--init-from {spec}: not a train fit checkpoint (no G / generator_config in it)")
-        return InitSource(spec, ckpt["generator_config"], ckpt["G"], ckpt.get("G_ema") or ckpt["G"], ckpt.get("D"),
+        return InitSource(spec, ckpt["generator_config"], ckpt["G"], checkpoint_weights(ckpt), ckpt.get("D"),
                           checkpoint_lineage(ckpt), ckpt.get("line_style"))
     from p2p_demo.hub import load_generator
 
