@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     before = Renderer.load(args.before) if args.before else None
 
     if args.data:
-        from train.prepare import load_prepared
+        from train.dataset import load_prepared
 
         d = load_prepared(args.data, "test")
         ann = [str(a) for a in d.get("annotations", d["names"])]

@@ -15,7 +15,8 @@ from PIL import Image
 from p2p_demo import edges
 from p2p_demo.image import resize, to_gray
 from train import prepare
-from train.prepare import NotPrepared, hash_split, load_manifest, load_prepared, main, openmoji_split, read_idx
+from train.dataset import NotPrepared, load_manifest, load_prepared
+from train.prepare import hash_split, main, openmoji_split, read_idx
 
 FIXTURES = Path(__file__).parent / "data" / "openmoji"
 

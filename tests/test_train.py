@@ -27,7 +27,7 @@ from p2p_demo.image import resize, to_tensor
 from train import fit as fit_mod
 from train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.config import GAN_MODES, LOSSES, ConfigError, TrainConfig
-from train.dataset import Jitter, PairedData, batch_indices, default_load_size, epoch_order, steps_per_epoch, to_unit
+from train.dataset import Jitter, PairedData, batch_indices, default_load_size, epoch_order, steps_per_epoch, to_signed
 from train.fit import config_from_args
 from train.trainer import Trainer, check_patchgan_fits
 
@@ -86,9 +86,9 @@ def trained(data_dir, tmp_path_factory) -> Path:
 # data
 
 
-def test_to_unit_matches_image_to_tensor():
+def test_to_signed_matches_image_to_tensor():
     img = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    assert torch.equal(to_unit(torch.from_numpy(img))[None, None], to_tensor(img, 1))
+    assert torch.equal(to_signed(torch.from_numpy(img))[None, None], to_tensor(img, 1))
 
 
 def test_jitter_same_transform_for_input_and_target():

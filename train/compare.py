@@ -55,7 +55,7 @@ from PIL import Image, ImageDraw
 
 from p2p_demo.image import grid, save_image, to_images
 from p2p_demo.nets import GeneratorConfig, build_generator
-from train.dataset import PairedData, pick_examples
+from train.dataset import PairedData, load_prepared, pick_examples
 from train.evaluate import load_model, render_test_mode
 
 log = logging.getLogger(__name__)
@@ -140,8 +140,6 @@ def train_variants(suite: str, data: str, out_dir: Path, schedule: dict[str, Any
 
 
 def pick_rows(data: str, count: int) -> list[int]:
-    from train.prepare import load_prepared
-
     d = load_prepared(data, "test")
     return pick_examples([str(a) for a in d.get("annotations", d["names"])], ROW_PATTERNS, count)
 

@@ -49,7 +49,7 @@ from torch import nn
 from p2p_demo.image import array_to_rgb as to_rgb, grid, resize, save_image, to_images
 from p2p_demo.render import sample_seed
 from train.checkpoint import checkpoint_generator, read_train_checkpoint
-from train.dataset import PairedData, read_manifest
+from train.dataset import NotPrepared, PairedData, load_manifest
 from train.distributed import resolve_device
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def evaluate(model: str, data: str, *, split: str = "test", seed: int = 0, out: 
         raise SystemExit(f"evaluate: {data} has no {split!r} pairs")
     if ds.channels != G.config.out_channels:
         raise SystemExit(f"evaluate: the model makes {G.config.out_channels}-channel images, {data} has {ds.channels}")
-    style = line_style_of(info) or line_style_of(read_manifest(data))
+    style = line_style_of(info) or line_style_of(load_manifest(data))
     metrics, outputs = evaluate_generator(G, ds, seed=seed, line_style=style, batch_size=batch_size, max_items=max_items,
                                           variety_seeds=variety_seeds)
     metrics = {"model": str(model), "data": str(data), "split": split, **metrics}
@@ -277,7 +277,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="dropout samples per input for the variety score (1 = skip it)")
     args = p.parse_args(argv)
     from p2p_demo.hub import LoadError
-    from train.prepare import NotPrepared
 
     try:
         m = evaluate(args.model, args.data, split=args.split, seed=args.seed, out=args.out, device=args.device,

@@ -33,7 +33,7 @@ from p2p_demo.image import grid, save_image, to_images
 from train.checkpoint import (CHECKPOINT_VERSION, CheckpointError, load_checkpoint, rng_state, save_checkpoint,
                               seed_everything, set_rng_state)
 from train.config import AMP_MODES, GAN_MODES, LOSSES, LR_SCHEDULES, RESUMABLE, ConfigError, TrainConfig
-from train.dataset import Jitter, PairedData, batch_indices, read_manifest, split_size, steps_per_epoch
+from train.dataset import Jitter, NotPrepared, PairedData, batch_indices, load_manifest, split_size, steps_per_epoch
 from train.distributed import init_distributed, resolve_device
 from train.evaluate import evaluate_generator, line_style_of, render_test_mode
 from train.lineage import Lineage, load_init_source, stint_record
@@ -133,7 +133,7 @@ def _check_resumable(cfg: TrainConfig, saved: dict[str, Any]) -> None:
 
 def _data_info(folder: str) -> dict[str, Any]:
     """What a model card needs to know about the data: the manifest without per-file lists."""
-    manifest = read_manifest(folder)
+    manifest = load_manifest(folder)
     info = {k: v for k, v in manifest.items() if k not in ("skipped", "excluded")}
     info["skipped_count"] = len(manifest.get("skipped") or [])
     info["excluded_count"] = sum(int(v.get("count", 0)) for v in (manifest.get("excluded") or {}).values())
@@ -167,7 +167,7 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
     elif ckpt_path.exists():
         raise FileExistsError(f"{ckpt_path} exists: continue it with --resume, or pick another --name")
 
-    manifest = read_manifest(cfg.data)
+    manifest = load_manifest(cfg.data)
     train = PairedData.load(cfg.data, "train", device)
     held_out = PairedData.load(cfg.data, "test", device) if split_size(manifest, "test") else None
     if held_out is None and main:
@@ -408,8 +408,6 @@ def config_from_args(argv: Sequence[str] | None) -> TrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from train.prepare import NotPrepared
-
     try:
         cfg = config_from_args(argv)
     except (FileNotFoundError, ValueError) as e:  # no checkpoint to resume, a bad option value

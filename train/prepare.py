@@ -8,7 +8,7 @@
 A prepared dataset is a folder with ``manifest.json`` (source, licence, line style, counts,
 skipped files and why, the command line) and one ``<split>.npz`` per split (``train``, ``test``)
 holding ``A`` (N, S, S) uint8 edge maps (black lines on white), ``B`` (N, S, S, C) uint8 targets,
-``names``, ``groups``, ``annotations`` and ``subgroups`` (N,) str. ``load_prepared`` is the one reader.
+``names``, ``groups``, ``annotations`` and ``subgroups`` (N,) str. ``train.dataset.load_prepared`` is the one reader.
 
 Every edge map is made by ``p2p_demo.edges``, the pipeline the app runs on users' input, so what
 a model sees in training is what it sees when served. Line art and targets are framed with the
@@ -41,11 +41,10 @@ import numpy as np
 
 from p2p_demo import edges
 from p2p_demo.image import ImageError, load_image, resize, to_gray
+from train.dataset import FORMAT, FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
-FORMAT = "p2p_demo.prepared"
-FORMAT_VERSION = 1
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -71,10 +70,6 @@ FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-
-
-class NotPrepared(ValueError):
-    """A folder that is not (or not completely) a prepared dataset."""
 
 
 class PrepareError(Exception):
@@ -117,7 +112,7 @@ def default_line_style(size: int, stroke_width: int | None = None, margin: float
 
 
 # ----------------------------------------------------------------------------------------------
-# Collecting pairs and writing / reading a prepared folder.
+# Collecting pairs and writing a prepared folder (train.dataset reads it).
 
 
 @dataclass
@@ -194,60 +189,6 @@ class Collector:
         os.replace(tmp, out / "manifest.json")
         shutil.rmtree(out / ".partial", ignore_errors=True)  # resumable work of this run, now written
         return manifest
-
-
-def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a prepared dataset folder, or NotPrepared saying what is wrong."""
-    path = Path(path)
-    hint = f"make one with `python -m train prepare openmoji --out {path}`"
-    if not path.is_dir():
-        raise NotPrepared(f"{path}: no such folder; {hint}")
-    mpath = path / "manifest.json"
-    if not mpath.is_file():
-        raise NotPrepared(f"{path} is not a prepared dataset (no manifest.json; an interrupted run?); {hint}")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise NotPrepared(f"{mpath} is unreadable ({e}); prepare the dataset again") from e
-    if manifest.get("format") != FORMAT:
-        raise NotPrepared(f"{mpath} is not a {FORMAT} manifest; prepare the dataset again")
-    if manifest.get("format_version", 0) > FORMAT_VERSION:
-        raise NotPrepared(f"{mpath} has format version {manifest['format_version']}; this code reads up to "
-                          f"{FORMAT_VERSION}: update the code")
-    return manifest
-
-
-def load_prepared(path: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
-    """One split of a prepared dataset as arrays.
-
-    {"A": (N, S, S) uint8 edge maps, "B": (N, S, S, C) uint8 targets, "names", "groups",
-    "annotations", "subgroups": (N,) str}. Raises NotPrepared (a ValueError) with what to do when
-    the folder is not a complete prepared dataset, ValueError for a split it does not have.
-    """
-    manifest = load_manifest(path)
-    available = list(manifest.get("counts", {}))
-    if split not in available:
-        raise ValueError(f"{path} has no split {split!r}; it has {', '.join(available) or 'none'}")
-    npz = Path(path) / f"{split}.npz"
-    if not npz.is_file():
-        raise NotPrepared(f"{npz} is missing; prepare the dataset again")
-    try:
-        with np.load(npz, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise NotPrepared(f"{npz} is unreadable ({e}); prepare the dataset again") from e
-    a, b = data.get("A"), data.get("B")
-    if a is None or b is None or a.ndim != 3 or b.ndim != 4 or a.shape != b.shape[:3] or a.dtype != np.uint8:
-        raise NotPrepared(f"{npz}: A/B arrays missing or not (N,S,S) / (N,S,S,C) uint8; prepare the dataset again")
-    n = len(a)
-    for k in ("annotations", "subgroups"):
-        data.setdefault(k, np.array([""] * n, dtype=str))
-    for k in ("names", "groups", "annotations", "subgroups"):
-        if k not in data or len(data[k]) != n:
-            raise NotPrepared(f"{npz}: {k!r} missing or not {n} long; prepare the dataset again")
-    if n != manifest["counts"][split]:
-        raise NotPrepared(f"{npz} holds {n} pairs, its manifest says {manifest['counts'][split]}; prepare it again")
-    return data
 
 
 # ----------------------------------------------------------------------------------------------
@@ -849,7 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         manifest = SOURCES[args.source](args, argv)
-    except (PrepareError, NotPrepared) as e:
+    except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     c = manifest["counts"]
