@@ -14,9 +14,13 @@ from PIL import Image
 
 from p2p_demo import edges
 from p2p_demo.image import resize, to_gray
-from train import prepare
+from train import writer
 from train.dataset import NotPrepared, load_manifest, load_prepared
-from train.prepare import hash_split, main, openmoji_split, read_idx
+from train.prepare import main
+from train.sources import openmoji
+from train.sources.fashion_mnist import read_idx
+from train.sources.openmoji import openmoji_split
+from train.writer import hash_split
 
 FIXTURES = Path(__file__).parent / "data" / "openmoji"
 
@@ -78,7 +82,7 @@ def test_openmoji_A_is_the_sketch_pipeline_output_binary_and_canonical(openmoji_
     style = edges.LineStyle.from_dict(load_manifest(openmoji_dir)["line_style"])
     for name, a in zip(data["names"], data["A"]):
         assert set(np.unique(a)) == {0, 255}
-        line = prepare.render_svg((FIXTURES / "black" / "svg" / f"{name}.svg").read_bytes(), 256)
+        line = openmoji.render_svg((FIXTURES / "black" / "svg" / f"{name}.svg").read_bytes(), 256)
         np.testing.assert_array_equal(a, edges.normalize_sketch(line, style).image)  # what the app would draw
         # canonical stroke width: ink area / skeleton length ~ stroke_width
         from skimage.morphology import skeletonize
@@ -105,9 +109,9 @@ def test_openmoji_A_and_B_are_aligned(openmoji_dir):
 def test_line_art_key_ignores_svg_text_but_not_drawing():
     cat = (FIXTURES / "black" / "svg" / "1F408.svg").read_bytes()
     same_drawing = cat.replace(b"<svg ", b"<!-- another file --><svg ", 1).replace(b'id="line"', b'id="lines"')
-    assert same_drawing != cat and prepare.line_art_key(same_drawing) == prepare.line_art_key(cat)
+    assert same_drawing != cat and openmoji.line_art_key(same_drawing) == openmoji.line_art_key(cat)
     other = (FIXTURES / "black" / "svg" / "1F431.svg").read_bytes()
-    assert prepare.line_art_key(other) != prepare.line_art_key(cat)
+    assert openmoji.line_art_key(other) != openmoji.line_art_key(cat)
 
 
 def test_openmoji_group_selection(tmp_path):
@@ -279,12 +283,12 @@ def _toy_pair(job):
 def test_resumable_map_reuses_saved_chunks(tmp_path):
     jobs = [("x0",), ("x1",), ("bad",), ("x3",), ("x4",)]
     cache = tmp_path / "partial"
-    it = prepare._imap_resumable(_toy_pair, jobs, 1, "toy", cache, chunk=2)
+    it = writer.imap_resumable(_toy_pair, jobs, 1, "toy", cache, chunk=2)
     first = [next(it) for _ in range(3)]  # the run is stopped after 3 results
     it.close()
     assert [r[0] for r in first] == ["x0", "x1", "bad"] and sorted(p.name for p in cache.iterdir()) == ["00000.npz", "00001.npz"]
     CALLS.clear()
-    again = list(prepare._imap_resumable(_toy_pair, jobs, 1, "toy", cache, chunk=2))
+    again = list(writer.imap_resumable(_toy_pair, jobs, 1, "toy", cache, chunk=2))
     assert CALLS == ["x4"]  # only the chunk that was never saved is computed
     got = {name: (a, b, err) for name, a, b, err in again}
     assert set(got) == {"x0", "x1", "bad", "x3", "x4"}

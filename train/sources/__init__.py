@@ -1,0 +1,1 @@
+"""The data sources of ``python -m train prepare``, one module each."""
