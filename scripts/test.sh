@@ -2,6 +2,7 @@
 # Set up (once) and run every test: unit tests, training tests, the API and the real-browser test.
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 install_requirements requirements.txt
+install_requirements requirements-train.txt
 install_requirements requirements-dev.txt
 # The browser test drives Debian's Chromium (Playwright never downloads a browser here); npm fetches
 # ONNX Runtime Web for the in-browser renderer, node runs the JS twins in tests.

@@ -551,3 +551,16 @@ def test_compare_trains_each_variant_once_and_tables_them(tmp_path):
     stamps = [(Path(r["run"]) / "metrics.json").stat().st_mtime for r in results]
     subprocess.run(argv, check=True, cwd=REPO, capture_output=True, timeout=600)
     assert [(Path(r["run"]) / "metrics.json").stat().st_mtime for r in results] == stamps
+
+
+def test_loss_plot_has_one_panel_per_loss_and_g_ms_only_when_used(tmp_path):
+    from PIL import Image
+
+    history = [{"step": s, "D_real": 0.7, "D_fake": 0.6, "G_GAN": 1.0 + s / 10, "G_L1": 1.0 / s, "G_MS": 0.0}
+               for s in (2, 4, 6)]
+    fit_mod.plot_losses(history, tmp_path / "a.png")
+    fit_mod.plot_losses([{**h, "G_MS": 0.1} for h in history], tmp_path / "b.png")
+    assert Image.open(tmp_path / "a.png").size == (880, 520)  # 4 panels, two a row
+    assert Image.open(tmp_path / "b.png").size == (880, 780)  # + the mode-seeking term
+    img = np.asarray(Image.open(tmp_path / "a.png").convert("L"))
+    assert (img < 128).mean() > 0.005  # curves, ticks and titles were drawn on the white page

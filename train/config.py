@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 class ConfigError(ValueError):
-    """The options cannot train on this data (said before any work is done)."""
+    """Options that cannot train: a bad value, a mix that does not go together, or one this data or
+    this checkpoint cannot take. Said before any work is done."""
 
 
 LOSSES = ("l1", "gan", "cgan", "l1+gan", "l1+cgan")
@@ -91,28 +92,28 @@ class TrainConfig:
                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
                                      ("upsample", self.upsample, ("transpose", "resize"))):
             if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+                raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
         if not 0 <= self.n_layers <= 5:
-            raise ValueError(f"n_layers must be in 0..5, got {self.n_layers}")
+            raise ConfigError(f"n_layers must be in 0..5, got {self.n_layers}")
         if self.num_downs and self.num_downs < 5:
-            raise ValueError(f"num_downs must be 0 (auto) or at least 5, got {self.num_downs}")
+            raise ConfigError(f"num_downs must be 0 (auto) or at least 5, got {self.num_downs}")
         if self.in_channels not in (0, 1, 3):
-            raise ValueError(f"in_channels must be 0 (same as targets), 1 or 3, got {self.in_channels}")
+            raise ConfigError(f"in_channels must be 0 (same as targets), 1 or 3, got {self.in_channels}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.n_epochs < 0 or self.n_epochs_decay < 0 or self.n_epochs + self.n_epochs_decay <= 0:
-            raise ValueError("n_epochs and n_epochs_decay must be >= 0 and not both 0")
+            raise ConfigError("n_epochs and n_epochs_decay must be >= 0 and not both 0")
         if self.lr_schedule == "budget" and self.max_seconds <= 0:
-            raise ValueError("lr_schedule 'budget' spreads the schedule over the wall-clock budget: "
+            raise ConfigError("lr_schedule 'budget' spreads the schedule over the wall-clock budget: "
                              "give --max-seconds too")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lambda_ms < 0 or self.lr_d < 0:
-            raise ValueError("lambda_ms and lr_d must be >= 0")
+            raise ConfigError("lambda_ms and lr_d must be >= 0")
         if self.lambda_ms and not self.dropout:
-            raise ValueError("lambda_ms needs dropout: the mode-seeking term compares two dropout samples")
+            raise ConfigError("lambda_ms needs dropout: the mode-seeking term compares two dropout samples")
         if not 0.0 < self.dropout_p < 1.0:
-            raise ValueError(f"dropout_p must be between 0 and 1 (exclusive), got {self.dropout_p}")
+            raise ConfigError(f"dropout_p must be between 0 and 1 (exclusive), got {self.dropout_p}")
 
     # loss options, spelled out once
     @property
@@ -136,5 +137,5 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
+            raise ConfigError(f"unknown train config keys: {sorted(unknown)}")
         return cls(**d)

@@ -11,7 +11,8 @@ identical for a given seed. Outputs are quantised to uint8 (the PNG a user gets)
 
 Metrics, per image then averaged over the split:
 * ``l1``: mean |output - target| with both in [-1, 1] (the training L1);
-* ``psnr``: on [0, 1], 10 log10(1 / MSE), capped at 100 dB for identical images;
+* ``psnr``: skimage.metrics.peak_signal_noise_ratio on [0, 1] (10 log10(1 / MSE)), capped at 100 dB
+  for identical images;
 * ``ssim``: skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, data_range=1) on [0, 1], i.e. Wang et al.'s 11x11 Gaussian window,
   channels averaged;
@@ -38,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -153,14 +153,14 @@ def pairwise_l1(samples: Sequence[np.ndarray]) -> float:
 
 def image_scores(output: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """l1 / psnr / ssim of one uint8 output (H, W, 3) against its uint8 target (H, W, C)."""
-    from skimage.metrics import structural_similarity
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     if target.ndim == 2:
         target = target[..., None]
     out = output[..., : target.shape[2]].astype(np.float64) / 255.0  # a 1-channel model's output is repeated
     tgt = target.astype(np.float64) / 255.0
-    mse = float(np.mean((out - tgt) ** 2))
-    psnr = PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * math.log10(1.0 / mse))
+    with np.errstate(divide="ignore"):  # identical images: inf dB, capped
+        psnr = min(PSNR_CAP, float(peak_signal_noise_ratio(tgt, out, data_range=1.0)))
     if out.shape[2] == 1:
         out, tgt, axis = out[..., 0], tgt[..., 0], None
     else:

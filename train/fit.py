@@ -61,58 +61,33 @@ def sample_grid(G: nn.Module, data: PairedData, count: int, in_channels: int, se
 
 
 def plot_losses(history: Sequence[dict[str, float]], path: str | os.PathLike) -> None:
-    """Panels (two a row) of the losses against the step, drawn with PIL (no matplotlib needed);
-    the mode-seeking term only when the run used it."""
-    from PIL import Image, ImageDraw
+    """Panels (two a row, 440 x 260 px each) of the losses against the step; the mode-seeking term
+    only when the run used it. Drawn with matplotlib's Agg canvas (no display, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     names = [n for n in LOSS_NAMES if n != "G_MS" or any(h.get(n) for h in history)]
-    W, H, left, right, top, bottom = 440, 260, 58, 14, 26, 30
     rows = (len(names) + 1) // 2
-    img = Image.new("RGB", (2 * W, rows * H), "white")
-    draw = ImageDraw.Draw(img)
+    fig = Figure(figsize=(8.8, 2.6 * rows), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, 2, squeeze=False).ravel()
     steps = np.array([h["step"] for h in history], dtype=np.float64)
-    colours = {"D_real": (31, 119, 180), "D_fake": (255, 127, 14), "G_GAN": (44, 160, 44), "G_L1": (214, 39, 40),
-               "G_MS": (148, 103, 189)}
-    for k, name in enumerate(names):
-        ox, oy = (k % 2) * W, (k // 2) * H
-        x0, x1, y0, y1 = ox + left, ox + W - right, oy + top, oy + H - bottom
-        draw.rectangle([x0, y0, x1, y1], outline="black")
-        draw.text((ox + left, oy + 6), f"{name}" + (" (mean |G(x) - y|)" if name == "G_L1" else ""), fill="black")
+    for k, ax in enumerate(axes):
+        if k >= len(names):
+            ax.set_visible(False)
+            continue
+        name = names[k]
         vals = np.array([h.get(name, np.nan) for h in history], dtype=np.float64)
         ok = np.isfinite(vals)
-        if ok.sum() == 0:
-            continue
-        s, v = steps[ok], vals[ok]
-        smin, smax = float(s.min()), float(s.max())
-        vmin, vmax = float(v.min()), float(v.max())
-        if vmax - vmin < 1e-12:
-            vmin, vmax = vmin - 0.5, vmax + 0.5
-        pad = 0.05 * (vmax - vmin)
-        vmin, vmax = vmin - pad, vmax + pad
-        span = max(smax - smin, 1.0)
-
-        def xy(si: float, vi: float) -> tuple[float, float]:
-            return x0 + (si - smin) / span * (x1 - x0), y1 - (vi - vmin) / (vmax - vmin) * (y1 - y0)
-
-        for t in range(5):  # y ticks and grid
-            val = vmin + (vmax - vmin) * t / 4
-            _, yy = xy(smin, val)
-            draw.line([x0, yy, x1, yy], fill=(225, 225, 225))
-            draw.line([x0 - 4, yy, x0, yy], fill="black")
-            draw.text((ox + 4, yy - 6), f"{val:.3g}", fill="black")
-        for t in range(5):  # x ticks
-            st = smin + span * t / 4
-            xx, _ = xy(st, vmin)
-            draw.line([xx, y1, xx, y1 + 4], fill="black")
-            draw.text((xx - 12, y1 + 8), f"{int(round(st))}", fill="black")
-        pts = [xy(si, vi) for si, vi in zip(s, v)]
-        if len(pts) == 1:
-            draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=colours[name])
-        else:
-            draw.line(pts, fill=colours[name], width=2)
-    draw.text((W - 20, rows * H - 14), "step", fill="black")
+        ax.plot(steps[ok], vals[ok], color=f"C{k}", linewidth=1.5, marker="o" if ok.sum() == 1 else None)
+        ax.set_title(name + (" (mean |G(x) - y|)" if name == "G_L1" else ""), fontsize=9, loc="left")
+        ax.tick_params(labelsize=8)
+        ax.grid(color="0.9")
+        if k >= len(names) - 2:
+            ax.set_xlabel("step", fontsize=8)
+    fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    fig.savefig(path, dpi=100)
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,7 +103,7 @@ def _check_resumable(cfg: TrainConfig, saved: dict[str, Any]) -> None:
             if k not in RESUMABLE and k in saved and saved[k] != v}
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"--resume with a different experiment ({lines}); start a new --name instead")
+        raise ConfigError(f"--resume with a different experiment ({lines}); start a new --name instead")
 
 
 def _data_info(folder: str) -> dict[str, Any]:

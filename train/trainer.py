@@ -73,7 +73,7 @@ class Trainer:
         self.cfg, self.device, self.world = cfg, device, world
         num_downs = cfg.num_downs or int(math.log2(size))
         if size % 2**num_downs:
-            raise ValueError(f"image size {size} is not a multiple of 2**num_downs = {2**num_downs}")
+            raise ConfigError(f"image size {size} is not a multiple of 2**num_downs = {2**num_downs}")
         self.gen_config = GeneratorConfig(in_channels=in_channels, out_channels=out_channels, ngf=cfg.ngf,
                                           num_downs=num_downs, norm=cfg.norm, dropout=cfg.dropout,
                                           dropout_p=cfg.dropout_p, upsample=cfg.upsample)
