@@ -6,76 +6,18 @@ folder (plus a Hub entry that cannot be downloaded, as when offline).
 
 from __future__ import annotations
 
-import contextlib
 import io
-import json
-import socket
 import struct
 import zlib
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from p2p_demo.edges import LineStyle
-from p2p_demo.examples import example_paths
-from p2p_demo.hub import save_pretrained
-from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
 from p2p_demo.service import EMPTY_SKETCH, ModelManager, UserMessage
 
-SIZE = 64  # the tiny models' line style: inputs are framed and resized to 64x64
-MODELS = ("tiny-cats", "tiny-shoes")
-OFFLINE = "offline-hub"
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers shared with test_browser.py
-
-
-def make_weights(root: Path, size: int = SIZE) -> Path:
-    """A weights folder with two tiny seeded models and a Hub entry nobody can download."""
-    entries = []
-    for i, mid in enumerate(MODELS):
-        torch.manual_seed(i)
-        g = build_generator(GeneratorConfig(ngf=8, num_downs=6))
-        init_weights(g)
-        save_pretrained(g, root / mid, line_style=LineStyle(size=size, stroke_width=2), name=f"Tiny {mid[5:]}",
-                        description="A tiny random model for tests", expects="black lines on white",
-                        license="MIT", dtype=torch.float32)
-        entries.append({"id": mid, "source": "bundled", "folder": mid})
-    entries.append({"id": OFFLINE, "source": "hub", "repo_id": "p2p-demo-tests/no-such-model", "name": "Offline model",
-                    "expects": "edges", "license": "mit", "size_mb": 1,
-                    "generator": GeneratorConfig(ngf=8, num_downs=6).to_dict()})
-    (root / "registry.json").write_text(json.dumps({"models": entries}))
-    return root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(weights_dir: Path, **build_kwargs) -> Iterator[str]:
-    """The real app on 127.0.0.1, offline for the Hub; yields its URL."""
-    import huggingface_hub.constants
-
-    import app
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        demo = app.build_app(weights_dir, default_model=MODELS[0], **build_kwargs)
-        demo.launch(**app.LAUNCH_KWARGS, server_name="127.0.0.1", server_port=free_port(),
-                    prevent_thread_lock=True, quiet=True)
-        try:
-            yield demo.local_url
-        finally:
-            demo.close()
-
+from conftest import CAT, MODELS, OFFLINE, SIZE, diff, make_weights, render, serve
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures
@@ -97,27 +39,6 @@ def client(weights):
 @pytest.fixture(scope="module")
 def manager(weights):
     return ModelManager(weights_dir=weights, default=MODELS[0])
-
-
-CAT = str(example_paths()[0])
-
-
-def render(client, path, *, model=MODELS[0], n=1, seed=0, deterministic=False, edges="auto"):
-    from gradio_client import handle_file
-
-    image, gallery, edge_map, status, timings = client.predict(
-        handle_file(str(path)), model, n, seed, deterministic, edges, api_name="/render")
-    return {
-        "image": np.asarray(Image.open(image)),
-        "samples": [np.asarray(Image.open(g["image"])) for g in gallery],
-        "edges": np.asarray(Image.open(edge_map)),
-        "status": status,
-        "timings": timings,
-    }
-
-
-def diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(int) - b.astype(int)).mean())
 
 
 # ---------------------------------------------------------------------------------------------

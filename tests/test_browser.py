@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from test_app import MODELS, make_weights, serve
+from conftest import free_port, make_weights, serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -213,7 +213,6 @@ def openmoji_app():
     import huggingface_hub.constants
 
     import app
-    from test_app import free_port
 
     from p2p_demo import webrt
 

@@ -28,6 +28,7 @@ TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 sys.path.insert(0, str(TESTS))
 import reference_impl as ref  # noqa: E402  (the independent re-implementation)
+from conftest import COMMIT, RunsCode, put_in_hf_cache  # noqa: E402
 
 
 def hash_masks(g, seed: int, size: int):
@@ -367,16 +368,6 @@ def test_a_malformed_registry_is_a_clear_error(tmp_path):
 # Refusals: every message names the file and what is wrong
 
 
-class RunsCode:
-    """A pickle payload: unpickling it would execute code that creates ``marker``."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",))
-
-
 @pytest.mark.parametrize("legacy", [False, True])
 def test_a_pickle_that_runs_code_is_refused_and_the_code_does_not_run(tmp_path, legacy):
     marker = tmp_path / "marker.txt"
@@ -509,21 +500,6 @@ def test_push_to_hub_refuses_a_broken_folder_before_touching_the_network(tmp_pat
 # --------------------------------------------------------------------------------------------
 # The Hub, through the real huggingface_hub, in child processes
 
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def put_in_hf_cache(hub_cache: Path, repo_id: str, files: dict[str, bytes], commit: str = COMMIT) -> None:
-    """Write files the way hf_hub_download stores them: blobs, refs/main, snapshot symlinks."""
-    repo = hub_cache / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (repo / "blobs").mkdir(exist_ok=True)
-    for name, data in files.items():
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
 
 
 def run_child(role: str, args: dict, env_extra: dict[str, str]) -> dict:

@@ -19,7 +19,7 @@ from train.fit import config_from_args
 from train.trainer import Trainer
 from train.lineage import Lineage, read_lineage
 from train.losses import mode_seeking_loss
-from tests.test_train import SIZE, fixed_batch, make_trainer, tiny
+from conftest import SIZE, fixed_batch, make_trainer, tiny
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py

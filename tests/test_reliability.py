@@ -40,8 +40,7 @@ from PIL import Image
 
 from hostile import HUGE, THIN, arrow, arrow_direction, corpus, encode
 from p2p_demo.nets import GeneratorConfig
-from test_app import CAT, MODELS, OFFLINE, SIZE, diff, make_weights, render, serve
-from test_hub import RunsCode, put_in_hf_cache
+from conftest import CAT, MODELS, OFFLINE, SIZE, RunsCode, diff, make_dataset, make_weights, put_in_hf_cache, render, serve
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = 2  # the app's queue in these tests: small, so a burst of users overflows it
@@ -553,7 +552,6 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
     """A run killed 3 times (at random steps, and once halfway through writing a checkpoint) and
     resumed each time ends exactly as an uninterrupted run; after every kill last.pt loads and holds
     the last checkpoint (never half a file)."""
-    from test_train import make_dataset
     from train.checkpoint import load_checkpoint
 
     data = make_dataset(tmp_path / "data", n_train=8, n_test=2)
@@ -622,7 +620,6 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
 
 def test_full_disk_during_fit_is_one_clear_line_and_the_checkpoint_survives(tmp_path, monkeypatch):
     """python -m train fit: the 2nd checkpoint hits ENOSPC -> exit with one line; the 1st is intact."""
-    from test_train import make_dataset
     from train import fit as fit_mod
     from train.checkpoint import load_checkpoint
 

@@ -128,7 +128,7 @@ console.log(JSON.stringify(out));
 
 
 def test_the_server_renders_a_drawing_of_strokes_from_its_vectors(tmp_path):
-    from test_app import MODELS, make_weights
+    from conftest import MODELS, make_weights
 
     from p2p_demo.service import ModelManager
 

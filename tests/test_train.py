@@ -21,57 +21,21 @@ import numpy as np
 import pytest
 import torch
 
-from p2p_demo.edges import LineStyle, apply_box, photo_to_edges
+from p2p_demo.image import to_tensor
 from p2p_demo.nets import GeneratorConfig, SeededDropout, build_generator
-from p2p_demo.image import resize, to_tensor
 from train import fit as fit_mod
 from train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.config import GAN_MODES, LOSSES, ConfigError, TrainConfig
 from train.dataset import Jitter, PairedData, batch_indices, default_load_size, epoch_order, steps_per_epoch, to_signed
 from train.fit import config_from_args
-from train.trainer import Trainer, check_patchgan_fits
+from train.trainer import check_patchgan_fits
+
+from conftest import SIZE, fixed_batch, make_dataset, make_trainer, tiny
 
 REPO = Path(__file__).resolve().parent.parent
-SIZE = 64
-
-
-def make_dataset(folder: Path, size: int = SIZE, n_train: int = 12, n_test: int = 4, seed: int = 0) -> Path:
-    """A prepared dataset in the contract format: square crops of skimage photos + their edges."""
-    from skimage import data as skd
-
-    style = LineStyle.for_size(size, margin=0.0)
-    photos = [skd.astronaut(), skd.chelsea(), skd.coffee(), skd.rocket()]
-    rng = np.random.default_rng(seed)
-    A, B = [], []
-    while len(A) < n_train + n_test:
-        p = photos[len(A) % len(photos)]
-        h, w = p.shape[:2]
-        side = int(rng.integers(min(h, w) // 3, min(h, w)))
-        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        square = resize(np.ascontiguousarray(p[y : y + side, x : x + side]), 4 * size)
-        em = photo_to_edges(square, method="canny", style=style)
-        A.append(em.image)
-        B.append(apply_box(square, em.box, size))
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, part in (("train", slice(0, n_train)), ("test", slice(n_train, None))):
-        a, b = np.stack(A[part]), np.stack(B[part])
-        np.savez(folder / f"{split}.npz", A=a, B=b, names=np.array([f"{split}{i}" for i in range(len(a))]),
-                 groups=np.array(["photo"] * len(a)), annotations=np.array([""] * len(a)))
-    manifest = {"format": "p2p_demo.prepared", "format_version": 1, "source": "skimage.data",
-                "licence": "BSD-3-Clause", "input": "edges", "line_style": style.to_dict(), "size": size,
-                "channels": 3, "counts": {"train": n_train, "test": n_test}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
-
-
-def tiny(data_dir: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data=str(data_dir), out_dir=str(out), name="run", ngf=8, ndf=8, batch_size=2, n_epochs=1.0,
-                n_epochs_decay=1.0, checkpoint_every=0, sample_every=0, log_every=2, final_eval=False,
-                progress=False, device="cpu")
-    return TrainConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -123,15 +87,6 @@ def test_epoch_order_shards_like_distributed_sampler():
 
 # --------------------------------------------------------------------------------------------
 # the objective
-
-
-def make_trainer(cfg: TrainConfig, size: int = SIZE, spe: int = 10) -> Trainer:
-    return Trainer(cfg, size=size, in_channels=cfg.in_channels or 3, out_channels=3, device=torch.device("cpu"),
-                   steps_per_epoch=spe)
-
-
-def fixed_batch(data_dir: Path, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    return PairedData.load(data_dir, "train").pairs(torch.arange(n), 3)
 
 
 def test_l1_falls_on_a_fixed_batch(data_dir):

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from test_app import MODELS, OFFLINE, make_weights, serve
+from conftest import MODELS, OFFLINE, make_weights, serve
 
 from p2p_demo import webrt
 
