@@ -1,6 +1,6 @@
-"""Reliability and security (issue 7): load, faults and hostile input; nothing lost, nothing executed.
+"""Reliability and security: load, faults and hostile input; nothing lost, nothing executed.
 
-The app runs in-process on 127.0.0.1 (test_app's tiny models and ``serve``) with broken models added
+The app runs in-process on 127.0.0.1 (conftest's tiny models and ``serve``) with broken models added
 to its registry. Covered elsewhere and not repeated here:
 
 * the bad uploads empty / text / truncated PNG / 100000² bomb / blank, and 16-bit, CMYK, palette and
@@ -63,7 +63,7 @@ NOT_INSTALLED = "not-installed"  # listed in the registry, no folder: never offe
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    """test_app's two tiny models and offline Hub entry, plus broken models in the same registry."""
+    """conftest's two tiny models and offline Hub entry, plus broken models in the same registry."""
     from safetensors.torch import load_file
 
     root = make_weights(tmp_path_factory.mktemp("weights"))
@@ -383,7 +383,7 @@ def test_uploads_over_the_cap_are_refused(url, client, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Hostile clients (issue 15): no event opens a path, small files with absurd sizes, loose types
+# Hostile clients: no event opens a path, small files with absurd sizes, loose types
 
 
 def test_no_event_opens_a_path_a_client_names(url, tmp_path):
