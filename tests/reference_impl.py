@@ -1,8 +1,9 @@
 """A plain, independent re-implementation of the two original pix2pix generators, for tests only.
 
-Written from the published architectures (the pix2pix paper's U-Net, the authors' and the Hub's
-checkpoint layouts described below), deliberately in a different shape from p2p_demo/nets.py, so that tests can check that our loader reproduces what the original
-networks compute from the same weights:
+Written from the published architectures (the pix2pix paper's U-Net; the authors' and the Hub's
+checkpoint layouts, described below), deliberately in a different shape from p2p_demo/nets.py, so
+that tests can check that our loader reproduces what the original networks compute from the same
+weights:
 
 * ``AuthorsUnet``: the authors' recursive skip-connection U-Net (``unet_256`` / ``unet_128``):
   each level is a ``Sequential`` called ``model``; every level but the outermost returns
