@@ -67,14 +67,24 @@ def data_dir(tmp_path_factory):
 # The app: tiny seeded models in a weights folder, the real app on 127.0.0.1
 
 
+def tiny_generator(layout: str = "reference", seed: int = 0, **cfg) -> torch.nn.Module:
+    """A tiny seeded generator: the reference U-Net at ngf 8 with a 1x1 bottleneck at 64 px, or
+    the Hub's layout at ngf 4."""
+    torch.manual_seed(seed)
+    if layout == "huggan":
+        config = GeneratorConfig(ngf=4, layout="huggan", norm="instance", **cfg)
+    else:
+        config = GeneratorConfig(ngf=8, num_downs=6, **cfg)
+    g = build_generator(config)
+    init_weights(g)
+    return g
+
+
 def make_weights(root: Path, size: int = SIZE) -> Path:
     """A weights folder with two tiny seeded models and a Hub entry nobody can download."""
     entries = []
     for i, mid in enumerate(MODELS):
-        torch.manual_seed(i)
-        g = build_generator(GeneratorConfig(ngf=8, num_downs=6))
-        init_weights(g)
-        save_pretrained(g, root / mid, line_style=LineStyle(size=size, stroke_width=2), name=f"Tiny {mid[5:]}",
+        save_pretrained(tiny_generator(seed=i), root / mid, line_style=LineStyle(size=size, stroke_width=2), name=f"Tiny {mid[5:]}",
                         description="A tiny random model for tests", expects="black lines on white",
                         license="MIT", dtype=torch.float32)
         entries.append({"id": mid, "source": "bundled", "folder": mid})

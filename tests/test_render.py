@@ -6,20 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+from p2p_demo.nets import GeneratorConfig, build_generator
 from p2p_demo.render import Renderer, looks_like_drawing, sample_seed
+
+from conftest import tiny_generator
 
 
 def tiny_renderer(layout: str = "reference", size: int = 64, **cfg) -> Renderer:
-    torch.manual_seed(0)
-    if layout == "huggan":
-        config = GeneratorConfig(ngf=4, layout="huggan", norm="instance", **cfg)
-    else:
-        config = GeneratorConfig(ngf=8, num_downs=6, **cfg)
-    g = build_generator(config)
-    init_weights(g)
     info = SimpleNamespace(line_style={"size": size, "stroke_width": 2, "margin": 0.06}, input="edges")
-    return Renderer(g, info, device="cpu")
+    return Renderer(tiny_generator(layout, **cfg), info, device="cpu")
 
 
 @pytest.fixture(scope="module")

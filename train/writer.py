@@ -237,6 +237,12 @@ def common_manifest(args: argparse.Namespace, argv: Sequence[str], style: edges.
     }
 
 
+def folder_manifest(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """The manifest's part for a user's own folder (``--input``, ``--licence``, ``--attribution``)."""
+    return {"input_folder": str(root.resolve()), "licence": args.licence, "attribution": args.attribution,
+            "input": "edges"}
+
+
 def photo_pair(job: tuple) -> tuple[str, np.ndarray | None, np.ndarray | None, str | None]:
     """Worker: a photo (array or path) -> (name, edge map, target framed with the same box, error)."""
     name, source, method, style_dict, gray = job

@@ -10,7 +10,8 @@ import numpy as np
 
 from p2p_demo import edges
 from p2p_demo.image import ImageError, load_image, resize, to_gray
-from train.writer import Collector, Pair, common_manifest, default_line_style, group_of, hash_split, image_files, progress
+from train.writer import (Collector, Pair, common_manifest, default_line_style, folder_manifest, group_of, hash_split,
+                          image_files, progress)
 
 
 def split_aligned(image: np.ndarray, direction: str = "AtoB") -> tuple[np.ndarray, np.ndarray]:
@@ -54,10 +55,7 @@ def prepare_aligned(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, 
         col.add(Pair(name, split, group_of(rel), rel.stem, a, b))
     meta = {
         "source": "aligned",
-        "input_folder": str(root.resolve()),
-        "licence": args.licence,
-        "attribution": args.attribution,
-        "input": "edges",
+        **folder_manifest(args, root),
         "a": ("left half" if args.direction == "AtoB" else "right half")
              + (" -> edges.normalize_sketch (canonical line style)" if args.canonicalize else ", grayscale, resized as is"),
         "b": ("right half" if args.direction == "AtoB" else "left half")

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from p2p_demo import edges
-from train.writer import (Collector, Pair, common_manifest, default_line_style, group_of, hash_split, image_files,
-                          imap_resumable, photo_pair, pipeline_fingerprint)
+from train.writer import (Collector, Pair, common_manifest, default_line_style, folder_manifest, group_of, hash_split,
+                          image_files, imap_resumable, photo_pair, pipeline_fingerprint)
 
 
 def prepare_folder(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
@@ -31,10 +31,7 @@ def prepare_folder(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, A
         col.add(Pair(name, hash_split(name, args.test_fraction), group_of(rel), rel.stem, a, b))
     meta = {
         "source": "folder",
-        "input_folder": str(root.resolve()),
-        "licence": args.licence,
-        "attribution": args.attribution,
-        "input": "edges",
+        **folder_manifest(args, root),
         "a": f"p2p_demo.edges.photo_to_edges(method={args.edges!r})",
         "b": "the photo framed with the edge map's box (edges.apply_box, white fill); RGB",
         "split_rule": f"test when sha1(relative path, utf-8)[:8] / 2**32 < {args.test_fraction}",
