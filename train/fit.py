@@ -106,6 +106,14 @@ def _check_resumable(cfg: TrainConfig, saved: dict[str, Any]) -> None:
         raise ConfigError(f"--resume with a different experiment ({lines}); start a new --name instead")
 
 
+def _check_plotting() -> None:
+    """matplotlib draws losses.png at the end: its absence is said before the run, not after it."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        raise ConfigError("fit draws its loss curves with matplotlib: pip install -r requirements-train.txt") from e
+
+
 def _data_info(folder: str) -> dict[str, Any]:
     """What a model card needs to know about the data: the manifest without per-file lists."""
     manifest = load_manifest(folder)
@@ -132,6 +140,8 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
     if cfg.workers:
         torch.set_num_threads(cfg.workers)
     main = rank == 0
+    if main:
+        _check_plotting()
     out = run_dir(cfg)
     ckpt_path = out / "checkpoints" / "last.pt"
 
