@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -43,11 +43,11 @@ def check_patchgan_fits(n_layers: int, size: int) -> None:
                           f"(use --n-layers {fits} or less, or prepare the data at a larger --size)")
 
 
-def autocast(device: torch.device, amp: str):
+def autocast(device: torch.device, amp: str) -> AbstractContextManager:
+    """The autocast context of ``TrainConfig.amp``: none | bf16 | fp16."""
     if amp == "none":
         return nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
 
 
 class _PairD(nn.Module):
