@@ -150,7 +150,7 @@ class PairedData:
 
 def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
     """This rank's sample indices for an epoch: torch's DistributedSampler (shuffle, drop_last=False)."""
-    return _epoch_order(n, epoch, seed, rank, world)
+    return _epoch_order(n, epoch, seed, rank, world).clone()
 
 
 @functools.lru_cache(maxsize=2)  # one epoch's order serves all its steps (a list of n ints: ~4 ms at n = 18,000)
@@ -165,11 +165,15 @@ def steps_per_epoch(n: int, batch_size: int, world: int = 1) -> int:
 
 
 def batch_indices(n: int, step: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-    """Indices of the batch this rank trains on at global step ``step`` (0-based)."""
+    """Indices of the batch this rank trains on at global step ``step`` (0-based).
+
+    A function of the step rather than a DataLoader over the sampler: a resumed run starts in the
+    middle of an epoch from the step number alone (a DataLoader's position is not part of any
+    checkpoint), and the pairs are already on the device, so there is nothing to load in workers.
+    """
     spe = steps_per_epoch(n, batch_size, world)
     epoch, pos = divmod(step, spe)
-    order = epoch_order(n, epoch, seed, rank, world)
-    return order[pos * batch_size : (pos + 1) * batch_size]
+    return _epoch_order(n, epoch, seed, rank, world)[pos * batch_size : (pos + 1) * batch_size].clone()
 
 
 def default_load_size(size: int) -> int:
