@@ -41,7 +41,6 @@ class PrepareError(Exception):
     """A problem with the whole run (missing input, bad option): reported on one line, exit 1."""
 
 
-
 # ----------------------------------------------------------------------------------------------
 # Splits: deterministic, from a name alone, so they never change between runs or machines.
 
@@ -53,7 +52,7 @@ def sha1_hex(name: str) -> str:
 def hash_split(name: str, test_fraction: float) -> str:
     """Test when sha1(name), read as a fraction of 2**32 from its first 8 hex digits, < test_fraction.
 
-    With test_fraction = 0.125 this is exactly ``openmoji_split``.
+    With test_fraction = 0.125 this is exactly ``sources.openmoji.openmoji_split``.
     """
     return "test" if int(sha1_hex(name)[:8], 16) < test_fraction * 2**32 else "train"
 

@@ -46,16 +46,15 @@ OPENMOJI_ATTRIBUTION = (
 def openmoji_split(stem: str) -> str:
     """The project's fixed held-out rule: sha1(stem)'s first hex digit 0 or 1 -> test (1/8 of the
     drawings; ``writer.hash_split(stem, 0.125)`` gives the same split).
+
     ``stem`` is the SVG's file name without ``.svg`` exactly as OpenMoji spells it, e.g. "1F408"
     or "1F468-200D-1F469-200D-1F466".
     """
     return "test" if sha1_hex(stem)[0] in "01" else "train"
 
 
-
 def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
-
 
 
 def cache_dir() -> Path:
