@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from PIL import Image, ImageOps
 from skimage.morphology import skeletonize
 
 from . import image as im
+from .files import strict_from_dict
 from .hed import HED
 
 HED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "hed" / "model.safetensors"
@@ -83,11 +84,7 @@ class LineStyle:
 
     @classmethod
     def from_dict(cls, d: dict) -> LineStyle:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown LineStyle fields {sorted(unknown)}; expected {sorted(names)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "LineStyle fields")
 
 
 @dataclass

@@ -42,6 +42,7 @@ from torch import nn
 
 from . import masks as masks_mod
 from .nets import Generator, SeededDropout
+from .sampling import layer_masks
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class DropoutPlan:
 
     def draw_seeds(self, seeds: Sequence[int], height: int, width: int) -> list[torch.Tensor]:
         """The masks of samples with these per-sample seeds (``sample_seed(seed, k)``): (B, C, h, w)."""
-        return [torch.from_numpy(np.stack([masks_mod.scaled(s, layer, shape, p) for s in seeds]))
+        return [layer_masks(seeds, layer, shape, p)
                 for shape, p, layer in zip(self.shapes(height, width), self.probs, self.layers)]
 
     def to_dict(self) -> dict:
@@ -318,6 +319,7 @@ class CudaGraphRunner:
         masks = [m.to(self.device, self.dtype) for m in self.plan.ones(b, h, w)]
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
+        self.generator.set_inference_mode(per_image_stats=True, dropout=True)  # the masks decide
         self.plan.set(masks)
         try:
             side = torch.cuda.Stream(self.device)
@@ -334,7 +336,9 @@ class CudaGraphRunner:
         return graph, x, masks, y
 
     def __call__(self, x: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tensor:
-        """x: (B, C, H, W) on the GPU; masks: CPU float tensors from the plan. Returns a new tensor."""
+        """x: (B, C, H, W) in [-1, 1], any device; masks: CPU float tensors from the plan. Returns a
+        new tensor on the GPU, in the generator's dtype."""
+        x = x.to(self.device, self.dtype)
         shape = tuple(x.shape)
         # Static buffers are made and filled under inference mode only (one tensor kind, no autograd).
         with self._lock, torch.inference_mode():

@@ -82,20 +82,20 @@ class ModelManager:
         device: str | None = None,
         max_loaded: int = 2,
     ) -> None:
-        from . import hub
+        from . import registry
 
         self.weights_dir = Path(weights_dir) if weights_dir is not None else None
         self.device = device
         self.max_loaded = max(1, max_loaded)
         self._hub_kwargs: dict[str, Any] = {} if self.weights_dir is None else {"weights_dir": self.weights_dir}
-        listed = hub.list_models(**self._hub_kwargs)
+        listed = registry.list_models(**self._hub_kwargs)
         # A bundled model whose folder is missing cannot be offered; say why once, in the log.
         for m in listed:
             if not m.available:
                 log.warning("not offered: %s", m.problem)
         self.models = {m.id: m for m in listed if m.available}
         if not self.models:
-            raise RuntimeError(f"no model to offer: the registry in {self.weights_dir or hub.WEIGHTS_DIR} lists "
+            raise RuntimeError(f"no model to offer: the registry in {self.weights_dir or registry.WEIGHTS_DIR} lists "
                                "no installed bundled model and no Hub model")
         if default is None:
             default = min(self.models.values(), key=lambda m: (m.source != "bundled", not m.cached)).id
@@ -143,7 +143,7 @@ class ModelManager:
     # -- loading -------------------------------------------------------------------------------
     def renderer(self, model_id: str, progress: Progress | None = None) -> Any:
         """The Renderer of a registry model, loading (and downloading) it if needed."""
-        from . import hub
+        from . import registry
         from .render import Renderer
 
         info = self.info(model_id)
@@ -161,9 +161,9 @@ class ModelManager:
             t0 = time.perf_counter()
             try:
                 r = Renderer.load(model_id, device=self.device, **kwargs)
-            except hub.HubUnavailable as e:
+            except registry.HubUnavailable as e:
                 raise UserMessage(f"Could not download {info.name}: {e}", level="warning") from e
-            except hub.LoadError as e:  # WeightsError, ModelNotFound: the message says what is wrong
+            except registry.LoadError as e:  # WeightsError, ModelNotFound: the message says what is wrong
                 raise UserMessage(f"Could not load {info.name}: {e}", level="warning") from e
             except (OSError, ValueError, RuntimeError) as e:
                 log.exception("loading %s failed", model_id)

@@ -1,13 +1,15 @@
 """Renderer: seeded dropout sampling, batch independence, deterministic mode, odd sizes."""
 
-from types import SimpleNamespace
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
-from p2p_demo.render import Renderer, looks_like_drawing, sample_seed
+from p2p_demo.registry import ModelInfo
+from p2p_demo.render import Renderer, looks_like_drawing
+from p2p_demo.sampling import sample_seed
 
 
 def tiny_renderer(layout: str = "reference", size: int = 64, **cfg) -> Renderer:
@@ -18,7 +20,7 @@ def tiny_renderer(layout: str = "reference", size: int = 64, **cfg) -> Renderer:
         config = GeneratorConfig(ngf=8, num_downs=6, **cfg)
     g = build_generator(config)
     init_weights(g)
-    info = SimpleNamespace(line_style={"size": size, "stroke_width": 2, "margin": 0.06}, input="edges")
+    info = ModelInfo(id="tiny", line_style={"size": size, "stroke_width": 2, "margin": 0.06})
     return Renderer(g, info, device="cpu")
 
 
@@ -106,7 +108,7 @@ def test_any_input_size_is_padded_and_cropped_back(renderer, shape):
 def test_reference_unet_256_odd_size():
     torch.manual_seed(0)
     g = build_generator(GeneratorConfig(ngf=2, num_downs=8))
-    r = Renderer(g, SimpleNamespace(line_style=None, input="edges"), device="cpu")
+    r = Renderer(g, ModelInfo(id="tiny"), device="cpu")
     out = r.generate(np.full((200, 300), 255, np.uint8), n=1)
     assert out[0].shape == (200, 300, 3)
 
@@ -136,7 +138,7 @@ def test_invalid_n_is_refused(renderer, edge_map):
 def test_a_model_published_for_dropout_off_renders_deterministically_for_every_seed(edge_map, tmp_path):
     """Renderer and the CLI honour ``dropout_sampling: false`` (the huggan models' registry entry)."""
     r = tiny_renderer()
-    r.info = SimpleNamespace(**{**vars(r.info), "dropout_sampling": False})
+    r.info = replace(r.info, dropout_sampling=False)
     canonical = r.generate(edge_map, n=1, deterministic=True)[0]
     for seed in (0, 1, 7):
         out = r.generate(edge_map, n=3, seed=seed)
