@@ -12,7 +12,6 @@ import functools
 import inspect
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -26,6 +25,7 @@ import gradio as gr
 
 from p2p_demo import canvas as sketch
 from p2p_demo import web
+from p2p_demo.files import atomic_write
 from p2p_demo.examples import example_paths
 from p2p_demo.image import encode_image, load_image
 from p2p_demo.service import EMPTY_SKETCH, MAX_SAMPLES, ModelManager, Output, UserMessage, new_seed
@@ -116,14 +116,7 @@ def _atomic_output_cache() -> None:
         folder = Path(cache_dir) / pu.hash_bytes(data)
         folder.mkdir(exist_ok=True, parents=True)
         path = (folder / f"{name}.{format}").resolve()
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda p: p.write_bytes(data))
         return str(path)
 
     save_pil_to_cache._atomic = True

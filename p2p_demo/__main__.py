@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+from .files import IMAGE_SUFFIXES
 
 
 class CliError(Exception):

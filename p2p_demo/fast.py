@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 from . import masks as masks_mod
+from .files import atomic_write
 from .nets import Generator, SeededDropout
 from .sampling import layer_masks
 
@@ -208,11 +208,7 @@ def cached_export(generator: Generator, plan: DropoutPlan, folder: Path | None) 
     data = export_onnx(generator, plan)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old state or the whole file
+        atomic_write(path, lambda p: p.write_bytes(data))  # a concurrent reader sees no half file
     except OSError as e:
         log.warning("cannot cache the ONNX export in %s (%s); keeping it in memory", folder, e)
     return data

@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 T = TypeVar("T")
 
@@ -43,6 +43,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, dura
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if durable:  # the rename itself
+        try:
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
     return path
 
 

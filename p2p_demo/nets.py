@@ -74,6 +74,14 @@ class GeneratorConfig:
         return strict_from_dict(cls, d, "generator config keys")
 
 
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The device a generator runs on: ``device`` as given, or for None / ``"auto"`` CUDA when
+    there is a GPU, else the CPU (the Renderer, the CLI and training all choose it this way)."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 # --------------------------------------------------------------------------------------------
 # Sampling-aware building blocks
 

@@ -28,7 +28,7 @@ import torch
 
 from . import edges as edges_mod
 from .image import crop, load_image, pad_to_multiple, resize, to_images, to_tensor
-from .nets import Generator
+from .nets import Generator, pick_device
 from .registry import ModelInfo
 from .sampling import is_sampled, sample_seeds, seeded_forward
 
@@ -44,12 +44,6 @@ class RenderResult:
     images: list[np.ndarray]  # n uint8 (H, W, 3) renderings; images[0] is the main output
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     notes: list[str] = field(default_factory=list)  # what happened on the way, e.g. a CPU fallback
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def looks_like_drawing(rgb: np.ndarray) -> bool:

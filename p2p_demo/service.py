@@ -28,7 +28,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 8
-UPLOAD_EDGES = ("auto", "hed", "canny", "sketch", "none")
 EMPTY_SKETCH = "✏️ Draw on the canvas: a picture appears after every stroke."
 EMPTY_UPLOAD = "📷 Upload a photo (or a drawing): its edge map and a picture appear here."
 
@@ -272,8 +271,10 @@ class ModelManager:
             return Output.empty(EMPTY_UPLOAD)
         if not isinstance(path, (str, os.PathLike)):
             raise UserMessage("expected an image file")
-        if edges not in UPLOAD_EDGES:
-            raise UserMessage(f"edges must be one of {', '.join(UPLOAD_EDGES)}, got {edges!r}")
+        from .render import EDGE_METHODS
+
+        if edges not in EDGE_METHODS:
+            raise UserMessage(f"edges must be one of {', '.join(EDGE_METHODS)}, got {edges!r}")
         return self._render(str(path), edges, model_id=model_id, n=n, seed=seed,
                             deterministic=deterministic, empty=None)
 

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from p2p_demo.image import grid, save_image, to_images
-from p2p_demo.nets import GeneratorConfig, PatchDiscriminator, build_generator, init_weights
+from p2p_demo.files import atomic_write
+from p2p_demo.nets import GeneratorConfig, PatchDiscriminator, build_generator, init_weights, pick_device
 from train.config import AMP_MODES, GAN_MODES, LOSSES, LR_SCHEDULES, RESUMABLE, TrainConfig
 from train.dataset import Jitter, PairedData, batch_indices, read_manifest, split_size, steps_per_epoch
 from train.lineage import Lineage, read_lineage, stint_record
@@ -85,29 +86,18 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left behind by a killed writer
         stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            why = os.strerror(e.errno) if e.errno else str(e)
-            err = CheckpointError(f"could not write checkpoint {path} ({why}); the previous checkpoint there is untouched")
-            err.errno = e.errno
-            raise err from e
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+
+    try:
+        atomic_write(path, write, durable=True)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        err = CheckpointError(f"could not write checkpoint {path} ({why}); the previous checkpoint there is untouched")
+        err.errno = e.errno
+        raise err from e
 
 
 def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:
@@ -179,9 +169,7 @@ def init_distributed(device: str) -> tuple[int, int, int]:
 
 
 def resolve_device(device: str, local_rank: int = 0, world: int = 1) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = pick_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
     return dev
