@@ -17,6 +17,8 @@ happens at import: no downloads, no CUDA calls, no prints.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import logging
 import os
@@ -137,12 +139,34 @@ def _unavailable(repo_id: str, filename: str | None, reason: str, weights_dir: A
     return err
 
 
+@functools.lru_cache(maxsize=2)
+def _network_errors(any_http: bool) -> tuple[type[BaseException], ...]:
+    """Connection-level exception classes of each HTTP client huggingface_hub may use: requests
+    (before 1.0), httpx (1.x), httpx2 (later); only the installed ones are imported. With
+    ``any_http`` also their base HTTP errors (a failed transfer, a bad status)."""
+    classes: list[type[BaseException]] = [ConnectionError]
+    for name in ("httpx2", "httpx"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        classes += [mod.ConnectError, mod.NetworkError, mod.TimeoutException, mod.ProxyError]
+        if any_http:
+            classes += [mod.HTTPError]  # TransportError, HTTPStatusError, ...
+    try:
+        import requests
+    except ImportError:
+        pass
+    else:
+        classes += [requests.ConnectionError, requests.Timeout]  # ProxyError is a ConnectionError
+        if any_http:
+            classes += [requests.RequestException]  # HTTPError, ...
+    return tuple(classes)
+
+
 def _is_network_error(e: BaseException, *, any_http: bool = False) -> bool:
     """A connection-level failure, whichever HTTP client this huggingface_hub version uses."""
-    names = {c.__name__ for c in type(e).__mro__}
-    if names & {"ConnectError", "TimeoutException", "NetworkError", "ConnectionError", "Timeout", "ProxyError"}:
-        return True
-    return any_http and bool(names & {"HTTPError", "RequestException", "TransportError"})
+    return isinstance(e, _network_errors(any_http))
 
 
 def _hub_file(repo_id: str, filename: str, *, revision: str | None, token: str | bool | None,
