@@ -100,8 +100,9 @@ def _atomic_output_cache() -> None:
     Gradio 6.31 saves every output image with ``Path.write_bytes`` at a path named by the image's
     hash. A request whose output equals an earlier one (the same drawing gives the same edge map,
     the same seed the same samples) truncates and rewrites that file while another visitor's browser
-    may still be downloading it, and that visitor gets an empty or cut image: 11 of 72 concurrent
-    /render calls failed so in tests/test_reliability.py's load test. A rename never truncates.
+    may still be downloading it, and that visitor gets an empty or cut image (concurrent /render
+    calls of one drawing did; tests/test_reliability.py's load test checks none does). A rename
+    never truncates.
     PNGs are written at zlib's fastest level (p2p_demo.image.encode_image), which takes a fifth
     off a live render; other formats go through Gradio's own encoder.
     """

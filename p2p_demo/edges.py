@@ -99,9 +99,9 @@ class EdgeMap:
 def sketch_ink(value: Any) -> np.ndarray:
     """Where the ink is: bool (H, W) mask, True on strokes, in the source's pixels.
 
-    ``value`` is a Gradio Sketchpad/ImageEditor dict ``{"background", "layers", "composite"}``
-    (any part may be None; the composite is read first, else background + layers are
-    flattened), an (H, W) / (H, W, 3|4) array, a PIL image, a path or bytes. Transparency is
+    ``value`` is an image-editor dict ``{"background", "layers", "composite"}`` (Gradio's
+    ImageEditor value; any part may be None; the composite is read first, else background +
+    layers are flattened), an (H, W) / (H, W, 3|4) array, a PIL image, a path or bytes. Transparency is
     flattened onto white paper (or onto black, when that is the only way light strokes on a
     transparent canvas show up). Light-on-dark drawings are inverted. Ink is what is darker
     than the local paper by more than an Otsu threshold, so light pencil, anti-aliased and

@@ -173,7 +173,7 @@ class Renderer:
             rgb = load_image(source)
             return resize(rgb, style.size)
         if method == "auto":
-            if isinstance(source, dict):  # a Gradio Sketchpad value
+            if isinstance(source, dict):  # an image-editor dict (background / layers / composite)
                 method = "sketch"
             else:
                 source = load_image(source)
