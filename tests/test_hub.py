@@ -740,6 +740,32 @@ def test_real_download_from_a_local_hub_endpoint_into_an_empty_cache(tmp_path, h
     assert "Bundled models still work:" in err["message"]
 
 
-def test_hub_errors_are_load_errors():
-    assert issubclass(HubUnavailable, registry.LoadError) and issubclass(HubUnavailable, ConnectionError)
-    assert issubclass(WeightsError, ValueError) and issubclass(ModelNotFound, LookupError)
+def test_load_errors_are_caught_by_what_callers_catch(tmp_path):
+    """The app catches LoadError; scripts may catch the built-in kinds (LookupError, ValueError)."""
+    with pytest.raises(LookupError) as missing:
+        load_generator("no-such-model", weights_dir=tmp_path)
+    assert isinstance(missing.value, registry.LoadError) and type(missing.value) is ModelNotFound
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError) as broken:
+        load_generator(bad)
+    assert isinstance(broken.value, registry.LoadError) and type(broken.value) is WeightsError
+
+
+def test_network_errors_are_told_by_the_http_clients_classes():
+    import importlib
+
+    assert hub._is_network_error(ConnectionRefusedError("refused"))
+    assert hub._is_network_error(HubUnavailable("offline"))
+    assert not hub._is_network_error(ValueError("not the network"))
+    clients = [m for m in ("httpx2", "httpx", "requests") if importlib.util.find_spec(m)]
+    assert clients  # huggingface_hub needs one
+    for name in clients:
+        mod = importlib.import_module(name)
+        if name == "requests":
+            conn, other_http = mod.ConnectionError("down"), mod.HTTPError("500")
+        else:
+            conn, other_http = mod.ConnectError("down"), mod.DecodingError("garbled")
+        assert hub._is_network_error(conn), name
+        assert not hub._is_network_error(other_http), name
+        assert hub._is_network_error(other_http, any_http=True), name

@@ -9,7 +9,7 @@ import torch
 from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
 from p2p_demo.registry import ModelInfo
 from p2p_demo.render import Renderer, looks_like_drawing
-from p2p_demo.sampling import sample_seed
+from p2p_demo.sampling import is_sampled, sample_seed, sample_seeds
 
 
 def tiny_renderer(layout: str = "reference", size: int = 64, **cfg) -> Renderer:
@@ -116,7 +116,20 @@ def test_reference_unet_256_odd_size():
 def test_sample_seeds_are_distinct_and_stable():
     seeds = {sample_seed(s, k) for s in range(20) for k in range(8)}
     assert len(seeds) == 160
-    assert sample_seed(0, 0) == sample_seed(0, 0)
+    # Golden values: a change here changes every seed's pictures (and the browser's, p2p_masks.js).
+    assert sample_seeds(7, range(3)) == [2808815447312401110, 411462667399428813, 1564271649984672512]
+    assert sample_seeds(123456789, [0, 5]) == [3901349455235773596, 104329314327926219]
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+def test_is_sampled_follows_the_flag_the_model_and_its_dropout():
+    with_dropout = build_generator(GeneratorConfig(ngf=2, num_downs=6))
+    without = build_generator(GeneratorConfig(ngf=2, num_downs=6, dropout=False))
+    made_for_it, not_made_for_it = ModelInfo(id="a"), ModelInfo(id="b", dropout_sampling=False)
+    assert is_sampled(with_dropout, made_for_it)
+    assert not is_sampled(with_dropout, made_for_it, deterministic=True)
+    assert not is_sampled(with_dropout, not_made_for_it)
+    assert not is_sampled(without, made_for_it)
 
 
 def test_looks_like_drawing_tells_sketch_from_photo():
