@@ -1,8 +1,22 @@
-"""Fixtures shared by several test files."""
+"""Fixtures and the tiny seeded generator shared by several test files."""
 
 import numpy as np
 import pytest
 import torch
+
+
+def tiny_generator(layout: str = "reference", **cfg) -> torch.nn.Module:
+    """A small seeded generator (64 px works): the reference layout at ngf=8, or huggan at ngf=4."""
+    from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+
+    torch.manual_seed(0)
+    if layout == "huggan":
+        config = GeneratorConfig(ngf=4, layout="huggan", norm="instance", **cfg)
+    else:
+        config = GeneratorConfig(ngf=8, num_downs=6, **cfg)
+    g = build_generator(config)
+    init_weights(g)
+    return g
 
 
 @pytest.fixture(scope="module")

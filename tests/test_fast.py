@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from p2p_demo import fast
-from p2p_demo.nets import GeneratorConfig, SeededDropout, build_generator, init_weights
+from p2p_demo.nets import SeededDropout
 from p2p_demo.registry import ModelInfo
 from p2p_demo.render import Renderer
+
+from conftest import tiny_generator
 
 pytest.importorskip("onnxruntime")
 
@@ -17,17 +19,6 @@ INFO = ModelInfo(id="tiny", line_style={"size": 64, "stroke_width": 2, "margin":
 @pytest.fixture(autouse=True)
 def onnx_cache(tmp_path, monkeypatch):
     monkeypatch.setenv(fast.CACHE_ENV, str(tmp_path / "onnx"))
-
-
-def tiny_generator(layout: str = "reference", **cfg) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if layout == "huggan":
-        config = GeneratorConfig(ngf=4, layout="huggan", norm="instance", **cfg)
-    else:
-        config = GeneratorConfig(ngf=8, num_downs=6, **cfg)
-    g = build_generator(config)
-    init_weights(g)
-    return g
 
 
 def pair(layout: str = "reference", **cfg) -> tuple[Renderer, Renderer]:

@@ -6,20 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+from p2p_demo.nets import GeneratorConfig, build_generator
 from p2p_demo.registry import ModelInfo
 from p2p_demo.render import Renderer, looks_like_drawing
 from p2p_demo.sampling import is_sampled, sample_seed, sample_seeds
 
+from conftest import tiny_generator
+
 
 def tiny_renderer(layout: str = "reference", size: int = 64, **cfg) -> Renderer:
-    torch.manual_seed(0)
-    if layout == "huggan":
-        config = GeneratorConfig(ngf=4, layout="huggan", norm="instance", **cfg)
-    else:
-        config = GeneratorConfig(ngf=8, num_downs=6, **cfg)
-    g = build_generator(config)
-    init_weights(g)
+    g = tiny_generator(layout, **cfg)
     info = ModelInfo(id="tiny", line_style={"size": size, "stroke_width": 2, "margin": 0.06})
     return Renderer(g, info, device="cpu")
 
