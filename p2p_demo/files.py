@@ -26,33 +26,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, dura
     partial one. The temporary name ``.<name>.tmp-<random><suffix>`` lives in the same folder (a
     rename is atomic only within one file system) and keeps the suffix, so writers that add one
     (``np.savez``) do not rename it. The file is created by ``write`` with the usual permissions.
-    ``durable=True`` also flushes it to disk before the rename (a checkpoint that must survive a
-    power cut). On any error the temporary file is removed and the error raised.
+    ``durable=True`` also flushes the file, then the rename, to disk (a checkpoint that must
+    survive a power cut). On any error the temporary file is removed and the error raised.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}")
     try:
         write(tmp)
         if durable:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if durable:  # the rename itself
+    if durable:  # the rename itself; some file systems cannot sync a folder, which is fine
         try:
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync(path.parent)
         except OSError:
             pass
     return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def strict_from_dict(cls: type[T], d: dict[str, Any], what: str) -> T:
