@@ -12,7 +12,6 @@ import functools
 import inspect
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -26,6 +25,7 @@ import gradio as gr
 
 from p2p_demo import canvas as sketch
 from p2p_demo import web
+from p2p_demo.files import atomic_write
 from p2p_demo.examples import example_paths
 from p2p_demo.image import encode_image, load_image
 from p2p_demo.service import EMPTY_SKETCH, MAX_SAMPLES, ModelManager, Output, UserMessage, new_seed
@@ -100,8 +100,9 @@ def _atomic_output_cache() -> None:
     Gradio 6.31 saves every output image with ``Path.write_bytes`` at a path named by the image's
     hash. A request whose output equals an earlier one (the same drawing gives the same edge map,
     the same seed the same samples) truncates and rewrites that file while another visitor's browser
-    may still be downloading it, and that visitor gets an empty or cut image: 11 of 72 concurrent
-    /render calls failed so in tests/test_reliability.py's load test. A rename never truncates.
+    may still be downloading it, and that visitor gets an empty or cut image (concurrent /render
+    calls of one drawing did; tests/test_reliability.py's load test checks none does). A rename
+    never truncates.
     PNGs are written at zlib's fastest level (p2p_demo.image.encode_image), which takes a fifth
     off a live render; other formats go through Gradio's own encoder.
     """
@@ -116,14 +117,7 @@ def _atomic_output_cache() -> None:
         folder = Path(cache_dir) / pu.hash_bytes(data)
         folder.mkdir(exist_ok=True, parents=True)
         path = (folder / f"{name}.{format}").resolve()
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda p: p.write_bytes(data))
         return str(path)
 
     save_pil_to_cache._atomic = True

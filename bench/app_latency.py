@@ -83,9 +83,9 @@ PHASES = """
 def pick_model(weights_dir: Path | None, model: str | None, stand_in_ngf: int | None = None
                ) -> tuple[Path | None, str | None, str]:
     """The weights folder and model to serve, and a note on what it is."""
-    from p2p_demo import hub
+    from p2p_demo import hub, registry
 
-    listed = {m.id: m for m in hub.list_models(weights_dir) if m.available}
+    listed = {m.id: m for m in registry.list_models(weights_dir) if m.available}
     if model:
         return weights_dir, model, f"{model} ({listed[model].source if model in listed else '?'})"
     bundled = [m for m in listed.values() if m.source == "bundled"]

@@ -10,7 +10,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:
+    from p2p_demo.registry import ModelInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,7 +164,7 @@ def ms(seconds: float) -> float:
 class BenchModel:
     name: str
     generator: object  # p2p_demo.nets.Generator
-    info: object  # p2p_demo.hub.ModelInfo or a stand-in
+    info: ModelInfo
     note: str = ""
 
 
@@ -179,12 +182,11 @@ def reference_generator():
 
 def bench_models(*, include_stand_in: bool = True) -> list[BenchModel]:
     """Every available bundled model; plus the default architecture, random weights, if none."""
-    from types import SimpleNamespace
-
     import torch
 
-    from p2p_demo.hub import list_models, load_generator
+    from p2p_demo.hub import load_generator
     from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+    from p2p_demo.registry import ModelInfo, list_models
 
     out = []
     for m in list_models():
@@ -195,7 +197,7 @@ def bench_models(*, include_stand_in: bool = True) -> list[BenchModel]:
         torch.manual_seed(0)
         g = build_generator(GeneratorConfig(**DEFAULT_ARCH))
         init_weights(g)
-        info = SimpleNamespace(line_style={}, input="edges", id="stand-in")
+        info = ModelInfo(id="stand-in")
         desc = ", ".join(f"{k}={v}" for k, v in DEFAULT_ARCH.items())
         out.append(BenchModel("default-arch*", g.eval(), info,
                               f"* no bundled model is installed yet: the default model's architecture ({desc}) "

@@ -207,9 +207,9 @@ def _median_ratio(ref: list[float], cand: list[float]) -> float:
 
 
 def _ref_info():
-    from types import SimpleNamespace
+    from p2p_demo.registry import ModelInfo
 
-    return SimpleNamespace(line_style={}, input="edges")
+    return ModelInfo(id="reference")
 
 
 def main(argv: list[str] | None = None) -> None:

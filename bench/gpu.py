@@ -95,11 +95,12 @@ def _time(fn, reps: int) -> list[float]:
 
 def run(size: int = 256, reps: int = 100, bandwidth: float | None = None, tflops: float | None = None) -> str:
     import copy
-    from types import SimpleNamespace
 
     import torch
 
-    from p2p_demo.render import Renderer, sample_seed
+    from p2p_demo.registry import ModelInfo
+    from p2p_demo.render import Renderer
+    from p2p_demo.sampling import sample_seed
 
     name = torch.cuda.get_device_name()
     bw, peak, source = _peaks(name, bandwidth, tflops)
@@ -110,7 +111,7 @@ def run(size: int = 256, reps: int = 100, bandwidth: float | None = None, tflops
     for label, g_cpu, note in models:
         if note:
             notes.append(note)
-        info = SimpleNamespace(line_style={"size": size}, input="edges")
+        info = ModelInfo(id=label, line_style={"size": size})
         g32 = copy.deepcopy(g_cpu).to("cuda", torch.float32).eval()
         g32.set_inference_mode(per_image_stats=True, dropout=True)
         fast_r = Renderer(copy.deepcopy(g_cpu), info, device="cuda", backend="cuda-graph")

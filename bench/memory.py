@@ -46,9 +46,9 @@ def proc_status(pid: int) -> dict[str, float]:
 
 def weights_for_app(folder: Path) -> tuple[str | None, str]:
     """(P2P_WEIGHTS_DIR or None, a note): the default model, or a stand-in with its architecture."""
-    from p2p_demo import hub
+    from p2p_demo import hub, registry
 
-    if any(m.available and m.source == "bundled" for m in hub.list_models()):
+    if any(m.available and m.source == "bundled" for m in registry.list_models()):
         return None, "the registry's default bundled model"
     import torch
 
@@ -131,9 +131,9 @@ def run(samples: list[int], timeout: float = 180.0) -> str:
 
 
 def _default_model(weights_dir: str | None) -> str:
-    from p2p_demo import hub
+    from p2p_demo import registry
 
-    models = [m for m in hub.list_models(weights_dir) if m.available]
+    models = [m for m in registry.list_models(weights_dir) if m.available]
     bundled = [m for m in models if m.source == "bundled"]
     return (bundled or models)[0].id
 

@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+from .files import IMAGE_SUFFIXES
 
 
 class CliError(Exception):
@@ -113,7 +113,7 @@ def cmd_edges(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .hub import list_models
+    from .registry import list_models
 
     rows = [("id", "source", "available", "expects", "license")]
     for m in list_models():

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from PIL import Image, ImageOps
 from skimage.morphology import skeletonize
 
 from . import image as im
+from .files import strict_from_dict
 from .hed import HED
 
 HED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "hed" / "model.safetensors"
@@ -83,11 +84,7 @@ class LineStyle:
 
     @classmethod
     def from_dict(cls, d: dict) -> LineStyle:
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown LineStyle fields {sorted(unknown)}; expected {sorted(names)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "LineStyle fields")
 
 
 @dataclass
@@ -102,9 +99,9 @@ class EdgeMap:
 def sketch_ink(value: Any) -> np.ndarray:
     """Where the ink is: bool (H, W) mask, True on strokes, in the source's pixels.
 
-    ``value`` is a Gradio Sketchpad/ImageEditor dict ``{"background", "layers", "composite"}``
-    (any part may be None; the composite is read first, else background + layers are
-    flattened), an (H, W) / (H, W, 3|4) array, a PIL image, a path or bytes. Transparency is
+    ``value`` is an image-editor dict ``{"background", "layers", "composite"}`` (Gradio's
+    ImageEditor value; any part may be None; the composite is read first, else background +
+    layers are flattened), an (H, W) / (H, W, 3|4) array, a PIL image, a path or bytes. Transparency is
     flattened onto white paper (or onto black, when that is the only way light strokes on a
     transparent canvas show up). Light-on-dark drawings are inverted. Ink is what is darker
     than the local paper by more than an Otsu threshold, so light pencil, anti-aliased and

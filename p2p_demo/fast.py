@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -41,7 +40,9 @@ import torch
 from torch import nn
 
 from . import masks as masks_mod
+from .files import atomic_write
 from .nets import Generator, SeededDropout
+from .sampling import layer_masks
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class DropoutPlan:
 
     def draw_seeds(self, seeds: Sequence[int], height: int, width: int) -> list[torch.Tensor]:
         """The masks of samples with these per-sample seeds (``sample_seed(seed, k)``): (B, C, h, w)."""
-        return [torch.from_numpy(np.stack([masks_mod.scaled(s, layer, shape, p) for s in seeds]))
+        return [layer_masks(seeds, layer, shape, p)
                 for shape, p, layer in zip(self.shapes(height, width), self.probs, self.layers)]
 
     def to_dict(self) -> dict:
@@ -207,11 +208,7 @@ def cached_export(generator: Generator, plan: DropoutPlan, folder: Path | None) 
     data = export_onnx(generator, plan)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # atomic: a concurrent reader sees the old state or the whole file
+        atomic_write(path, lambda p: p.write_bytes(data))  # a concurrent reader sees no half file
     except OSError as e:
         log.warning("cannot cache the ONNX export in %s (%s); keeping it in memory", folder, e)
     return data
@@ -318,6 +315,7 @@ class CudaGraphRunner:
         masks = [m.to(self.device, self.dtype) for m in self.plan.ones(b, h, w)]
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
+        self.generator.set_inference_mode(per_image_stats=True, dropout=True)  # the masks decide
         self.plan.set(masks)
         try:
             side = torch.cuda.Stream(self.device)
@@ -334,7 +332,9 @@ class CudaGraphRunner:
         return graph, x, masks, y
 
     def __call__(self, x: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tensor:
-        """x: (B, C, H, W) on the GPU; masks: CPU float tensors from the plan. Returns a new tensor."""
+        """x: (B, C, H, W) in [-1, 1], any device; masks: CPU float tensors from the plan. Returns a
+        new tensor on the GPU, in the generator's dtype."""
+        x = x.to(self.device, self.dtype)
         shape = tuple(x.shape)
         # Static buffers are made and filled under inference mode only (one tensor kind, no autograd).
         with self._lock, torch.inference_mode():

@@ -13,15 +13,15 @@ Two things make these differ from a plain port of the reference:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import masks
+from .files import strict_from_dict
+from .sampling import layer_masks
 
 NORMS = ("batch", "instance")
 LAYOUTS = ("reference", "huggan")
@@ -71,11 +71,15 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown generator config keys: {sorted(unknown)}")
-        return cls(**d)
+        return strict_from_dict(cls, d, "generator config keys")
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The device a generator runs on: ``device`` as given, or for None / ``"auto"`` CUDA when
+    there is a GPU, else the CPU (the Renderer, the CLI and training all choose it this way)."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +108,7 @@ class SeededDropout(nn.Module):
     The owning generator sets ``generators`` (a list, one per batch item) before a sampled forward
     pass and clears it after; sample b's mask is ``p2p_demo.masks.keep(generators[b].initial_seed(),
     self.layer, ...)``: only the generator's seed matters (seed it with
-    ``p2p_demo.render.sample_seed(seed, k)``), never its state, so the same seed gives the same mask
+    ``p2p_demo.sampling.sample_seed(seed, k)``), never its state, so the same seed gives the same mask
     on every call, device and batch. Without generators it is ordinary ``F.dropout`` (training), and
     ``enabled = False`` turns it into the identity (deterministic rendering).
 
@@ -132,10 +136,8 @@ class SeededDropout(nn.Module):
             return F.dropout(x, self.p, self.training)
         if len(self.generators) != x.shape[0]:
             raise ValueError(f"{len(self.generators)} dropout generators for a batch of {x.shape[0]}")
-        shape = tuple(x.shape[1:])
-        scale = torch.from_numpy(np.stack(
-            [masks.scaled(g.initial_seed(), self.layer, shape, self.p) for g in self.generators]
-        ))  # (B, C, H, W): 0 or 1 / (1 - p)
+        seeds = [g.initial_seed() for g in self.generators]
+        scale = layer_masks(seeds, self.layer, tuple(x.shape[1:]), self.p)  # (B, C, H, W): 0 or 1 / (1 - p)
         return x * scale.to(device=x.device, dtype=x.dtype)
 
     def extra_repr(self) -> str:

@@ -2,9 +2,9 @@
 
 Sampling follows the reference's test mode on purpose: every image is normalised with its own
 statistics and dropout stays on, which is what the authors' published results use (eval-mode
-BatchNorm gives the blurry/black outputs users report). Each sample k of a request gets its own
-dropout seed ``sample_seed(seed, k)`` and its masks are a hash of that seed (``p2p_demo.masks``),
-so a sample does not depend on the batch it was drawn in, the backend, or whether a browser drew it.
+BatchNorm gives the blurry/black outputs users report). Seeds, masks and the rule whether a model
+is sampled at all live in ``p2p_demo.sampling``: sample k of a request has its own dropout seed, so
+a sample does not depend on the batch it was drawn in, the backend, or whether a browser drew it.
 ``deterministic=True`` turns dropout off: one canonical rendering, identical for every seed.
 
 Backends (``backend=``): ``torch`` runs the generator eagerly (fp32 on the CPU, fp16 on CUDA);
@@ -27,9 +27,10 @@ import numpy as np
 import torch
 
 from . import edges as edges_mod
-from . import masks
 from .image import crop, load_image, pad_to_multiple, resize, to_images, to_tensor
-from .nets import Generator
+from .nets import Generator, pick_device
+from .registry import ModelInfo
+from .sampling import is_sampled, sample_seeds, seeded_forward
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +44,6 @@ class RenderResult:
     images: list[np.ndarray]  # n uint8 (H, W, 3) renderings; images[0] is the main output
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     notes: list[str] = field(default_factory=list)  # what happened on the way, e.g. a CPU fallback
-
-
-def sample_seed(seed: int, k: int) -> int:
-    """The dropout seed of sample k of a request seeded with ``seed`` (``p2p_demo.masks``; the
-    browser computes the same)."""
-    return masks.sample_seed(seed, k)
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def looks_like_drawing(rgb: np.ndarray) -> bool:
@@ -92,7 +81,7 @@ class Renderer:
     changing the generator's weights.
     """
 
-    def __init__(self, generator: Generator, info: Any, *, device: str | torch.device | None = None,
+    def __init__(self, generator: Generator, info: ModelInfo, *, device: str | torch.device | None = None,
                  backend: str = "auto") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -104,7 +93,7 @@ class Renderer:
             p.requires_grad_(False)
         self.in_channels = generator.config.in_channels
         self.line_style = edges_mod.LineStyle.from_dict(info.line_style) if info.line_style else edges_mod.LineStyle()
-        self.input_kind = getattr(info, "input", "edges")
+        self.input_kind = info.input
         self.notes: list[str] = []  # of the last generate() call
         self._fast: Any = None  # fast.OnnxRunner | fast.CudaGraphRunner
         self._plan: Any = None  # fast.DropoutPlan
@@ -184,7 +173,7 @@ class Renderer:
             rgb = load_image(source)
             return resize(rgb, style.size)
         if method == "auto":
-            if isinstance(source, dict):  # a Gradio Sketchpad value
+            if isinstance(source, dict):  # an image-editor dict (background / layers / composite)
                 method = "sketch"
             else:
                 source = load_image(source)
@@ -194,10 +183,8 @@ class Renderer:
         return edges_mod.photo_to_edges(load_image(source), method=method, style=style).image
 
     def sampled(self, deterministic: bool = False) -> bool:
-        """Whether samples differ: dropout on, unless asked off or the model is not made for it
-        (``info.dropout_sampling`` false: models published for dropout-off rendering, the huggan
-        ones, give noise with dropout on) or it has no dropout at all."""
-        return not deterministic and getattr(self.info, "dropout_sampling", True) and self.generator.has_dropout
+        """Whether samples differ (``sampling.is_sampled``)."""
+        return is_sampled(self.generator, self.info, deterministic)
 
     @torch.inference_mode()
     def generate(self, model_input: np.ndarray, *, n: int = 1, seed: int = 0,
@@ -250,24 +237,13 @@ class Renderer:
 
     def _forward(self, x: torch.Tensor, ks: list[int], *, seed: int, sampled: bool) -> torch.Tensor:
         """Samples ks of a request (dropout on) or the canonical rendering, for a padded CPU x."""
-        g = self.generator
-        gens = [torch.Generator().manual_seed(sample_seed(seed, k)) for k in ks] if sampled else None
+        seeds = sample_seeds(seed, ks) if sampled else None  # None: dropout off
+        x = x.expand(len(ks), -1, -1, -1)  # (b, C, H, W), one copy per sample
         if self.backend == "torch":
-            g.set_inference_mode(per_image_stats=True, dropout=sampled)
-            g.set_dropout_generators(gens)
-            try:
-                return g(x.to(self.device, self.dtype).expand(len(ks), -1, -1, -1))
-            finally:
-                g.set_dropout_generators(None)
+            return seeded_forward(self.generator, x.to(self.device, self.dtype), seeds)
         h, w = x.shape[-2:]
-        if sampled:
-            masks = self._plan.draw_seeds([sample_seed(seed, k) for k in ks], h, w)
-        else:
-            masks = self._plan.ones(len(ks), h, w)
-        if self.backend == "onnx":
-            return self._fast(x.expand(len(ks), -1, -1, -1), masks)
-        g.set_inference_mode(per_image_stats=True, dropout=True)  # the masks decide
-        return self._fast(x.to(self.device, self.dtype).expand(len(ks), -1, -1, -1), masks)
+        masks = self._plan.ones(len(ks), h, w) if seeds is None else self._plan.draw_seeds(seeds, h, w)
+        return self._fast(x, masks)
 
     def onnx_export(self) -> tuple[bytes, Any]:
         """This model as ONNX (``fast.export_onnx``: fp32, masks as inputs) and its DropoutPlan, for

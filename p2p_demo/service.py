@@ -28,7 +28,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 8
-UPLOAD_EDGES = ("auto", "hed", "canny", "sketch", "none")
 EMPTY_SKETCH = "✏️ Draw on the canvas: a picture appears after every stroke."
 EMPTY_UPLOAD = "📷 Upload a photo (or a drawing): its edge map and a picture appear here."
 
@@ -82,20 +81,20 @@ class ModelManager:
         device: str | None = None,
         max_loaded: int = 2,
     ) -> None:
-        from . import hub
+        from . import registry
 
         self.weights_dir = Path(weights_dir) if weights_dir is not None else None
         self.device = device
         self.max_loaded = max(1, max_loaded)
         self._hub_kwargs: dict[str, Any] = {} if self.weights_dir is None else {"weights_dir": self.weights_dir}
-        listed = hub.list_models(**self._hub_kwargs)
+        listed = registry.list_models(**self._hub_kwargs)
         # A bundled model whose folder is missing cannot be offered; say why once, in the log.
         for m in listed:
             if not m.available:
                 log.warning("not offered: %s", m.problem)
         self.models = {m.id: m for m in listed if m.available}
         if not self.models:
-            raise RuntimeError(f"no model to offer: the registry in {self.weights_dir or hub.WEIGHTS_DIR} lists "
+            raise RuntimeError(f"no model to offer: the registry in {self.weights_dir or registry.WEIGHTS_DIR} lists "
                                "no installed bundled model and no Hub model")
         if default is None:
             default = min(self.models.values(), key=lambda m: (m.source != "bundled", not m.cached)).id
@@ -143,7 +142,7 @@ class ModelManager:
     # -- loading -------------------------------------------------------------------------------
     def renderer(self, model_id: str, progress: Progress | None = None) -> Any:
         """The Renderer of a registry model, loading (and downloading) it if needed."""
-        from . import hub
+        from . import registry
         from .render import Renderer
 
         info = self.info(model_id)
@@ -161,9 +160,9 @@ class ModelManager:
             t0 = time.perf_counter()
             try:
                 r = Renderer.load(model_id, device=self.device, **kwargs)
-            except hub.HubUnavailable as e:
+            except registry.HubUnavailable as e:
                 raise UserMessage(f"Could not download {info.name}: {e}", level="warning") from e
-            except hub.LoadError as e:  # WeightsError, ModelNotFound: the message says what is wrong
+            except registry.LoadError as e:  # WeightsError, ModelNotFound: the message says what is wrong
                 raise UserMessage(f"Could not load {info.name}: {e}", level="warning") from e
             except (OSError, ValueError, RuntimeError) as e:
                 log.exception("loading %s failed", model_id)
@@ -272,8 +271,10 @@ class ModelManager:
             return Output.empty(EMPTY_UPLOAD)
         if not isinstance(path, (str, os.PathLike)):
             raise UserMessage("expected an image file")
-        if edges not in UPLOAD_EDGES:
-            raise UserMessage(f"edges must be one of {', '.join(UPLOAD_EDGES)}, got {edges!r}")
+        from .render import EDGE_METHODS
+
+        if edges not in EDGE_METHODS:
+            raise UserMessage(f"edges must be one of {', '.join(EDGE_METHODS)}, got {edges!r}")
         return self._render(str(path), edges, model_id=model_id, n=n, seed=seed,
                             deterministic=deterministic, empty=None)
 

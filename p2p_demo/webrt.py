@@ -23,6 +23,8 @@ import tempfile
 from importlib import resources
 from pathlib import Path
 
+from .files import atomic_write
+
 log = logging.getLogger(__name__)
 
 PACKAGE = "onnxruntime-web"
@@ -77,16 +79,11 @@ def fetch(where: Path | None = None, *, npm: str = "npm") -> Path:
         if digest != INTEGRITY:
             raise RuntimeMissing(f"{tgz.name} does not match the pinned integrity ({digest[:24]}... != "
                                  f"{INTEGRITY[:24]}...); refusing to serve it")
-        part = Path(tempfile.mkdtemp(dir=tmp))
-        with tarfile.open(tgz) as tar:
-            for name in FILES:
-                member = tar.getmember(f"package/dist/{name}")
-                with tar.extractfile(member) as src, open(part / name, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-        (part / LICENSE).write_text(licence_text(), encoding="utf-8")
-        where.parent.mkdir(parents=True, exist_ok=True)
-        for name in (*FILES, LICENSE):  # each file lands whole (rename), the binaries last
-            where.mkdir(exist_ok=True)
-            os.replace(part / name, where / name)
+        with tarfile.open(tgz) as tar:  # every file read before any lands
+            files = {name: tar.extractfile(tar.getmember(f"package/dist/{name}")).read() for name in FILES}
+        files[LICENSE] = licence_text().encode("utf-8")
+    where.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():  # each file lands whole, the binaries last
+        atomic_write(where / name, lambda p, data=data: p.write_bytes(data))
     log.info("fetched %s@%s into %s", PACKAGE, VERSION, where)
     return where

@@ -1,20 +1,19 @@
 """Fast backends: the ONNX Runtime path gives the same samples as eager PyTorch, at any size."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 
 from p2p_demo import fast
 from p2p_demo.nets import SeededDropout
+from p2p_demo.registry import ModelInfo
 from p2p_demo.render import Renderer
 
 from conftest import tiny_generator
 
 pytest.importorskip("onnxruntime")
 
-INFO = SimpleNamespace(line_style={"size": 64, "stroke_width": 2, "margin": 0.06}, input="edges")
+INFO = ModelInfo(id="tiny", line_style={"size": 64, "stroke_width": 2, "margin": 0.06})
 
 
 @pytest.fixture(autouse=True)

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from p2p_demo import hub
-from p2p_demo.hub import HubUnavailable, ModelNotFound, WeightsError, infer_config, load_generator
+from p2p_demo import hub, registry
+from p2p_demo.checkpoints import infer_config
+from p2p_demo.hub import load_generator
+from p2p_demo.registry import HubUnavailable, ModelNotFound, WeightsError
 from p2p_demo.nets import GeneratorConfig, build_generator
 
 TESTS = Path(__file__).resolve().parent
@@ -282,7 +284,7 @@ def test_save_and_load_round_trip_float16_is_within_half_precision(tmp_path):
     g0.set_inference_mode(per_image_stats=True, dropout=False)
     with torch.no_grad():
         assert (g0(x) - g(x)).abs().max() < 2e-2
-    assert info.license == hub.UNKNOWN_LICENSE
+    assert info.license == registry.UNKNOWN_LICENSE
     assert "license: other" in (folder / "README.md").read_text()  # not an SPDX id: the card says "other"
 
 
@@ -318,7 +320,7 @@ def test_listing_reports_missing_and_broken_bundled_models_without_crashing(tmp_
     (wdir / "hed").mkdir()  # the edge detector's folder: not a generator, not listed
     (wdir / "hed" / "config.json").write_text('{"kind": "hed"}')
 
-    models = {m.id: m for m in hub.list_models(wdir)}
+    models = {m.id: m for m in registry.list_models(wdir)}
     assert list(models) == ["present", "missing", "broken", "someone/model", "dropped-in"]
     p = models["present"]
     assert (p.available, p.source, p.name, p.license, p.expects) == (True, "bundled", "Present model", "cc-by-4.0",
@@ -340,7 +342,7 @@ def test_listing_reports_missing_and_broken_bundled_models_without_crashing(tmp_
 
 
 def test_the_project_registry_lists_the_hub_model_as_its_card_says():
-    models = {m.id: m for m in hub.list_models()}
+    models = {m.id: m for m in registry.list_models()}
     shoes = models["huggan/pix2pix-edge2shoes"]
     assert shoes.source == "hub" and shoes.filename == "pytorch_model.bin" and shoes.license == "mit"
     assert shoes.input == "edges" and shoes.generator == GeneratorConfig(layout="huggan", norm="instance")
@@ -361,7 +363,7 @@ def test_unknown_specs_say_what_was_tried(tmp_path):
 def test_a_malformed_registry_is_a_clear_error(tmp_path):
     wdir = make_weights_dir(tmp_path, [{"id": "x", "source": "somewhere"}])
     with pytest.raises(WeightsError, match=r"registry\.json: x: 'source' must be 'bundled' or 'hub'"):
-        hub.list_models(wdir)
+        registry.list_models(wdir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -544,7 +546,7 @@ def _child_offline(args: dict) -> dict:
     out["registered"] = {"diff": _max_diff(g, args["expected"]), "name": info.name, "license": info.license}
     g, info = hub.from_pretrained("tester/own-format")
     out["own"] = {"source": info.source, "name": info.name, "filename": info.filename, "ngf": info.generator.ngf}
-    out["cached_flags"] = {m.id: m.cached for m in hub.list_models(args["weights_dir"]) if m.source == "hub"}
+    out["cached_flags"] = {m.id: m.cached for m in registry.list_models(args["weights_dir"]) if m.source == "hub"}
     out["uncached"] = _error(lambda: load_generator("tester/never-downloaded", weights_dir=args["weights_dir"]))
     out["uncached_registered"] = _error(lambda: load_generator("tester/not-cached", weights_dir=args["weights_dir"]))
     return out
@@ -714,6 +716,32 @@ def test_real_download_from_a_local_hub_endpoint_into_an_empty_cache(tmp_path, h
     assert "Bundled models still work:" in err["message"]
 
 
-def test_hub_errors_are_load_errors():
-    assert issubclass(HubUnavailable, hub.LoadError) and issubclass(HubUnavailable, ConnectionError)
-    assert issubclass(WeightsError, ValueError) and issubclass(ModelNotFound, LookupError)
+def test_load_errors_are_caught_by_what_callers_catch(tmp_path):
+    """The app catches LoadError; scripts may catch the built-in kinds (LookupError, ValueError)."""
+    with pytest.raises(LookupError) as missing:
+        load_generator("no-such-model", weights_dir=tmp_path)
+    assert isinstance(missing.value, registry.LoadError) and type(missing.value) is ModelNotFound
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError) as broken:
+        load_generator(bad)
+    assert isinstance(broken.value, registry.LoadError) and type(broken.value) is WeightsError
+
+
+def test_network_errors_are_told_by_the_http_clients_classes():
+    import importlib
+
+    assert hub._is_network_error(ConnectionRefusedError("refused"))
+    assert hub._is_network_error(HubUnavailable("offline"))
+    assert not hub._is_network_error(ValueError("not the network"))
+    clients = [m for m in ("httpx2", "httpx", "requests") if importlib.util.find_spec(m)]
+    assert clients  # huggingface_hub needs one
+    for name in clients:
+        mod = importlib.import_module(name)
+        if name == "requests":
+            conn, other_http = mod.ConnectionError("down"), mod.HTTPError("500")
+        else:
+            conn, other_http = mod.ConnectError("down"), mod.DecodingError("garbled")
+        assert hub._is_network_error(conn), name
+        assert not hub._is_network_error(other_http), name
+        assert hub._is_network_error(other_http, any_http=True), name

@@ -13,7 +13,7 @@ import torch
 
 from p2p_demo import fast, masks
 from p2p_demo.nets import GeneratorConfig, SeededDropout, build_generator
-from p2p_demo.render import sample_seed
+from p2p_demo.sampling import sample_seed
 
 JS = Path(__file__).resolve().parent.parent / "p2p_demo" / "static" / "p2p_masks.js"
 

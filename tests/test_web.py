@@ -63,3 +63,35 @@ def test_scripts_and_runtime_files(url):
     if webrt.available():
         status, headers, _ = get(url + f"/p2p/ort/{webrt.VERSION}/ort-wasm-simd-threaded.wasm")
         assert status == 200 and headers["content-type"] == "application/wasm"
+
+
+def test_fetch_checks_integrity_and_lands_every_file_whole(tmp_path, monkeypatch):
+    """webrt.fetch with a stand-in npm: the pinned integrity decides, then each file is written
+    atomically into the runtime folder (which may be on another file system than the download)."""
+    import base64
+    import hashlib
+    import io
+    import os
+    import tarfile
+
+    pack = tmp_path / "pack"
+    pack.mkdir()
+    tgz = pack / f"{webrt.PACKAGE}-{webrt.VERSION}.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for name in webrt.FILES:
+            data = f"contents of {name}".encode()
+            info = tarfile.TarInfo(f"package/dist/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    npm = tmp_path / "npm"
+    npm.write_text(f"#!/bin/sh\ncp {tgz} .\n")
+    npm.chmod(0o755)
+    where = tmp_path / "cache" / "runtime"
+    with pytest.raises(webrt.RuntimeMissing, match="does not match the pinned integrity"):
+        webrt.fetch(where, npm=str(npm))
+    assert not webrt.available(where)
+    monkeypatch.setattr(webrt, "INTEGRITY", "sha512-" + base64.b64encode(hashlib.sha512(tgz.read_bytes()).digest()).decode())
+    assert webrt.fetch(where, npm=str(npm)) == where
+    assert sorted(os.listdir(where)) == sorted([*webrt.FILES, webrt.LICENSE])  # no temp file left
+    assert (where / webrt.FILES[0]).read_text() == f"contents of {webrt.FILES[0]}"
+    assert (where / webrt.LICENSE).read_text(encoding="utf-8") == webrt.licence_text()

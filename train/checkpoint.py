@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from p2p_demo.files import atomic_write
 from p2p_demo.nets import GeneratorConfig, build_generator
 
 CHECKPOINT_VERSION = 1
@@ -27,7 +28,7 @@ class CheckpointError(OSError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically: temp file in the same folder, fsync, os.replace.
+    """Write ``state`` to ``path`` atomically and durably (p2p_demo.files.atomic_write).
 
     A crash or kill at any moment leaves either the old or the new file at ``path``, never a
     partial one. A failed write (disk full, quota, I/O error) raises CheckpointError and leaves the
@@ -37,29 +38,18 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left behind by a killed writer
         stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            why = os.strerror(e.errno) if e.errno else str(e)
-            err = CheckpointError(f"could not write checkpoint {path} ({why}); the previous checkpoint there is untouched")
-            err.errno = e.errno
-            raise err from e
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+
+    try:
+        atomic_write(path, write, durable=True)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        err = CheckpointError(f"could not write checkpoint {path} ({why}); the previous checkpoint there is untouched")
+        err.errno = e.errno
+        raise err from e
 
 
 def load_checkpoint(path: str | os.PathLike, *, mmap: bool = False) -> dict[str, Any]:

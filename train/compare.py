@@ -191,12 +191,11 @@ def generator_ms(config: GeneratorConfig, size: int, repeats: int = 30) -> tuple
     """Median time of one dropout-on sample on a size x size drawing, through the app's Renderer
     (its CPU backend: ONNX Runtime when installed), for a generator like ``config`` made as deep
     as ``size`` needs (a 1x1 bottleneck, as shipped). Timing does not depend on the weights."""
-    from types import SimpleNamespace
-
+    from p2p_demo.registry import ModelInfo
     from p2p_demo.render import Renderer
 
     G = build_generator(GeneratorConfig.from_dict({**config.to_dict(), "num_downs": int(math.log2(size))}))
-    r = Renderer(G, SimpleNamespace(line_style=None, input="edges"), device="cpu")
+    r = Renderer(G, ModelInfo(id="timing"), device="cpu")
     drawing = np.full((size, size), 255, np.uint8)
     drawing[size // 4 : 3 * size // 4, size // 2] = 0
     for _ in range(3):

@@ -8,6 +8,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from p2p_demo.nets import pick_device
+
 
 def init_distributed(device: str) -> tuple[int, int, int]:
     """(rank, world size, local rank); starts the process group when launched by torchrun."""
@@ -24,9 +26,7 @@ def init_distributed(device: str) -> tuple[int, int, int]:
 
 
 def resolve_device(device: str, local_rank: int = 0, world: int = 1) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = pick_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
     return dev

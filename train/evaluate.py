@@ -6,7 +6,7 @@ target) and prints the metrics.
 
 Mode: the reference's test mode, on purpose (it is what the app renders): every image normalised
 with its own statistics, dropout on, image i's dropout masks drawn from its own generator seeded
-with ``p2p_demo.render.sample_seed(seed, i)``. Results do not depend on the batch size and are
+with ``p2p_demo.sampling.sample_seed(seed, i)``. Results do not depend on the batch size and are
 identical for a given seed. Outputs are quantised to uint8 (the PNG a user gets) before scoring.
 
 Metrics, per image then averaged over the split:
@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from p2p_demo.image import array_to_rgb as to_rgb, grid, resize, save_image, to_images
-from p2p_demo.render import sample_seed
+from p2p_demo.sampling import sample_seeds, seeded_forward
 from train.checkpoint import checkpoint_generator, read_train_checkpoint
 from train.dataset import NotPrepared, PairedData, load_manifest
 from train.distributed import resolve_device
@@ -68,14 +68,7 @@ def render_test_mode(G: nn.Module, a: torch.Tensor, seed: int, first_index: int 
 
     Leaves G in inference mode: call ``G.set_training_mode()`` before training again.
     """
-    G.set_inference_mode(per_image_stats=True, dropout=True)
-    if G.has_dropout:
-        G.set_dropout_generators([torch.Generator().manual_seed(sample_seed(seed, first_index + k))
-                                  for k in range(a.shape[0])])
-    try:
-        return G(a)
-    finally:
-        G.set_dropout_generators(None)
+    return seeded_forward(G, a, sample_seeds(seed, range(first_index, first_index + a.shape[0])))
 
 
 def line_style_of(manifest_or_info: Any):
@@ -276,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--variety-seeds", type=int, default=VARIETY_SEEDS,
                    help="dropout samples per input for the variety score (1 = skip it)")
     args = p.parse_args(argv)
-    from p2p_demo.hub import LoadError
+    from p2p_demo.registry import LoadError
 
     try:
         m = evaluate(args.model, args.data, split=args.split, seed=args.seed, out=args.out, device=args.device,

@@ -116,10 +116,10 @@ def read_tensors(folder: str | Path, filename: str) -> dict[str, torch.Tensor] |
 def write_training_state(folder: str | Path, *, generator: dict[str, torch.Tensor],
                          discriminator: dict[str, torch.Tensor] | None, lineage: Lineage,
                          dtype: torch.dtype = torch.float16) -> Path:
-    """Write ``training/`` into a model folder (each file atomically, see p2p_demo.hub._atomic_write)."""
+    """Write ``training/`` into a model folder (each file atomically, p2p_demo.files.atomic_write)."""
     from safetensors.torch import save_file
 
-    from p2p_demo.hub import _atomic_write
+    from p2p_demo.files import atomic_write as _atomic_write
 
     out = Path(folder) / TRAINING_DIR
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import multiprocessing as mp
-import os
 import shlex
 import shutil
 import sys
@@ -28,13 +27,13 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from p2p_demo import edges
+from p2p_demo.files import IMAGE_SUFFIXES, atomic_write
 from p2p_demo.image import ImageError, load_image, to_gray
 from train.dataset import FORMAT, FORMAT_VERSION
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 class PrepareError(Exception):
@@ -123,9 +122,7 @@ class Collector:
                 "annotations": np.array([p.annotation for p in pairs], dtype=str),
                 "subgroups": np.array([p.subgroups for p in pairs], dtype=str),
             }
-            tmp = out / f".{split}.tmp.npz"
-            np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, out / f"{split}.npz")
+            atomic_write(out / f"{split}.npz", lambda p: np.savez_compressed(p, **arrays))
             splits[split] = {"count": len(pairs), "groups": dict(sorted(Counter(p.group for p in pairs).items()))}
         manifest = {
             "format": FORMAT,
@@ -140,9 +137,8 @@ class Collector:
         }
         if self.duplicates:
             manifest["duplicates"] = dict(sorted(self.duplicates.items()))
-        tmp = out / ".manifest.tmp.json"
-        tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, out / "manifest.json")
+        text = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
+        atomic_write(out / "manifest.json", lambda p: p.write_text(text, encoding="utf-8"))
         shutil.rmtree(out / ".partial", ignore_errors=True)  # resumable work of this run, now written
         return manifest
 
@@ -207,12 +203,9 @@ def imap_resumable(fn: Callable, jobs: Sequence, workers: int, desc: str, cache:
         good = next((g for g in got if g[3] is None), None)
         blank_a = np.zeros_like(good[1]) if good else np.zeros((1, 1), np.uint8)  # stands in for failures
         blank_b = np.zeros_like(good[2]) if good else np.zeros((1, 1), np.uint8)
-        tmp = cache / f".{k:05d}.tmp.npz"
-        np.savez(tmp, names=np.array([g[0] for g in got], dtype=str),
-                 errors=np.array([g[3] or "" for g in got], dtype=str),
-                 A=np.stack([blank_a if g[3] else g[1] for g in got]),
-                 B=np.stack([blank_b if g[3] else g[2] for g in got]))
-        os.replace(tmp, cache / f"{k:05d}.npz")
+        atomic_write(cache / f"{k:05d}.npz", lambda p: np.savez(
+            p, names=np.array([g[0] for g in got], dtype=str), errors=np.array([g[3] or "" for g in got], dtype=str),
+            A=np.stack([blank_a if g[3] else g[1] for g in got]), B=np.stack([blank_b if g[3] else g[2] for g in got])))
         yield from got
 
 
