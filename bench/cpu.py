@@ -24,7 +24,7 @@ import sys
 
 from .common import DEFAULT_ARCH, ROOT, BenchModel, bench_models, interleaved, ms, reference_generator, table
 
-REFERENCE_QUIET_MS = 166.0  # shared/REFERENCE.md: unet_256 on a quiet 2-core CPU, batch 1, fp32
+REFERENCE_QUIET_MS = 166.0  # the reference speed figure: unet_256 on a quiet 2-core CPU, batch 1, fp32
 GOAL_MS, GOAL_SPEEDUP, GOAL_GROWTH = 30.0, 5.5, 4.5
 
 

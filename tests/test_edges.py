@@ -66,7 +66,7 @@ def assert_edge_map(m: np.ndarray, size: int = 256) -> None:
 
 
 def rgba_layer(gray_lines: np.ndarray, rgb=(0, 0, 0)) -> np.ndarray:
-    """A transparent Sketchpad layer holding the dark parts of ``gray_lines`` in colour ``rgb``."""
+    """A transparent image-editor layer holding the dark parts of ``gray_lines`` in colour ``rgb``."""
     out = np.zeros(gray_lines.shape + (4,), np.uint8)
     out[..., :3] = rgb
     out[..., 3] = 255 - gray_lines
