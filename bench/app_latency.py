@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -118,6 +119,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _circle(cx: float, cy: float, r: float, n: int = 24, start: float = 0.0, end: float = 2 * math.pi,
+            squash: float = 1.0) -> list[tuple[float, float]]:
+    return [(cx + r * math.cos(start + (end - start) * k / n), cy + squash * r * math.sin(start + (end - start) * k / n))
+            for k in range(n + 1)]
+
+
+# A cat's face as a person draws it with the mouse, in fractions of the canvas: head, two ears,
+# two eyes, a nose, a mouth and whiskers (for --screenshot-example -1).
+CAT_STROKES = [
+    _circle(0.5, 0.56, 0.27, n=36, squash=0.85),
+    [(0.29, 0.42), (0.31, 0.16), (0.44, 0.33)],
+    [(0.56, 0.33), (0.69, 0.16), (0.71, 0.42)],
+    _circle(0.41, 0.5, 0.035, n=12), _circle(0.59, 0.5, 0.035, n=12),
+    [(0.47, 0.6), (0.53, 0.6), (0.5, 0.64), (0.47, 0.6)],
+    _circle(0.455, 0.66, 0.045, n=8, start=0.2, end=math.pi - 0.2),
+    _circle(0.545, 0.66, 0.045, n=8, start=0.2, end=math.pi - 0.2),
+    [(0.36, 0.6), (0.16, 0.56)], [(0.36, 0.64), (0.17, 0.67)],
+    [(0.64, 0.6), (0.84, 0.56)], [(0.64, 0.64), (0.83, 0.67)],
+]
+
+
 def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
                   screenshot_example: int = 0) -> list[dict]:
     from playwright.sync_api import sync_playwright
@@ -159,9 +181,21 @@ def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
             rows.append({"total": (load["t"] - load["up"]) / 1000, "model": int(m.group(1)) / 1000,
                          "edges": int(m.group(2)) / 1000, **{k: v / 1000 for k, v in phases.items()}})
             page.wait_for_timeout(150)  # a person's pause between strokes
-        if screenshot:  # of an example (the random strokes make a poor picture)
+        if screenshot:  # of an example, or of a cat drawn with the mouse (the random strokes make a poor picture)
             n_loads = page.evaluate("() => window.__bench.loads.length")
-            page.locator("#examples button.gallery-item").nth(screenshot_example).click()
+            if screenshot_example >= 0:
+                page.locator("#examples button.gallery-item").nth(screenshot_example).click()
+            else:
+                page.locator("#sketch [data-act=clear]").click()
+                for stroke in CAT_STROKES:
+                    xy = [(canvas["x"] + a * canvas["width"], canvas["y"] + b * canvas["height"]) for a, b in stroke]
+                    page.mouse.move(*xy[0])
+                    page.mouse.down()
+                    for x, y in xy[1:]:
+                        page.mouse.move(x, y, steps=2)
+                    page.mouse.up()
+                    page.wait_for_timeout(100)
+                page.wait_for_timeout(1500)  # the pen-up render of the last stroke
             page.wait_for_function("n => window.__bench.loads.length > n", arg=n_loads)
             page.wait_for_function("() => [...document.querySelectorAll('#output img, #edges img, #gallery img')]"
                                    ".every(i => i.complete && i.naturalWidth > 0)")
@@ -216,7 +250,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="registry id (default: the first bundled model)")
     ap.add_argument("--weights-dir", type=Path, default=None)
     ap.add_argument("--screenshot", default=None, help="after the strokes, load an example and save a screenshot")
-    ap.add_argument("--screenshot-example", type=int, default=0, help="which example (0 = the first)")
+    ap.add_argument("--screenshot-example", type=int, default=0, help="which example (0 = the first; -1 = a cat drawn with the mouse)")
     ap.add_argument("--stand-in-ngf", type=int, default=None,
                     help="width of the random stand-in used when no bundled model is installed "
                          "(default: the default model's, bench.common.DEFAULT_ARCH)")
