@@ -140,6 +140,16 @@ CAT_STROKES = [
 ]
 
 
+def _stroke(page, canvas: dict, points: list[tuple[float, float]]) -> None:
+    """One pen stroke with the mouse through points given as fractions of the canvas box."""
+    xy = [(canvas["x"] + a * canvas["width"], canvas["y"] + b * canvas["height"]) for a, b in points]
+    page.mouse.move(*xy[0])
+    page.mouse.down()
+    for x, y in xy[1:]:
+        page.mouse.move(x, y, steps=2)
+    page.mouse.up()
+
+
 def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
                   screenshot_example: int = 0) -> list[dict]:
     from playwright.sync_api import sync_playwright
@@ -159,13 +169,8 @@ def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
         for i in range(strokes + 1):  # the first stroke is a warm-up for the browser side
             fx, fy = 0.3 + 0.25 * ((i * 0.37) % 1), 0.25 + 0.4 * ((i * 0.61) % 1)
             pts = [(fx + dx, fy + dy) for dx, dy in [(0, 0), (0.05, 0.06), (0.1, 0.08), (0.14, 0.05)]]
-            xy = [(canvas["x"] + a * canvas["width"], canvas["y"] + b * canvas["height"]) for a, b in pts]
             n_loads = page.evaluate("() => window.__bench.loads.length")
-            page.mouse.move(*xy[0])
-            page.mouse.down()
-            for x, y in xy[1:]:
-                page.mouse.move(x, y, steps=2)
-            page.mouse.up()
+            _stroke(page, canvas, pts)
             try:
                 page.wait_for_function("n => window.__bench.loads.length > n", arg=n_loads)
             except Exception:
@@ -188,12 +193,7 @@ def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
             else:
                 page.locator("#sketch [data-act=clear]").click()
                 for stroke in CAT_STROKES:
-                    xy = [(canvas["x"] + a * canvas["width"], canvas["y"] + b * canvas["height"]) for a, b in stroke]
-                    page.mouse.move(*xy[0])
-                    page.mouse.down()
-                    for x, y in xy[1:]:
-                        page.mouse.move(x, y, steps=2)
-                    page.mouse.up()
+                    _stroke(page, canvas, stroke)
                     page.wait_for_timeout(100)
                 page.wait_for_timeout(1500)  # the pen-up render of the last stroke
             page.wait_for_function("n => window.__bench.loads.length > n", arg=n_loads)
