@@ -144,12 +144,12 @@ def canonical_lines(ink: np.ndarray, style: LineStyle = LineStyle()) -> np.ndarr
     w = style.stroke_width
     ink = _fill_small_holes(ink, max_area=w * w)
     skeleton = skeletonize(ink).astype(np.uint8)
-    lines = cv2.dilate(skeleton, _pen(w)) if w > 1 else skeleton
+    lines = cv2.dilate(skeleton, round_pen(w)) if w > 1 else skeleton
     return np.where(lines > 0, 0, 255).astype(np.uint8)
 
 
 @functools.lru_cache(maxsize=16)
-def _pen(width: int) -> np.ndarray:
+def round_pen(width: int) -> np.ndarray:
     """A round pen: the pixels whose centres lie within width/2 of the pen's centre.
 
     Rounder than OpenCV's MORPH_ELLIPSE, whose 3x3 "ellipse" is a plus sign that draws

@@ -69,6 +69,7 @@ class TrainConfig:
     jitter: bool = True  # resize S -> load_size, random crop back to S
     load_size: int = 0  # 0 = round(S * 286 / 256)
     flip: bool = True  # random horizontal flip
+    freehand: float = 0.0  # chance a training drawing gets hand-drawing faults before its canonical redraw (train.freehand); 0 = off
     # speed
     amp: str = "none"  # none | bf16 | fp16 (autocast; fp16 adds gradient scalers)
     channels_last: bool = False
@@ -108,6 +109,8 @@ class TrainConfig:
                              "give --max-seconds too")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.freehand <= 1.0:
+            raise ConfigError(f"freehand is a chance in [0, 1], got {self.freehand}")
         if self.lambda_ms < 0 or self.lr_d < 0:
             raise ConfigError("lambda_ms and lr_d must be >= 0")
         if self.lambda_ms and not self.dropout:

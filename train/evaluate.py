@@ -235,7 +235,7 @@ def default_out(spec: str) -> Path:
 
 def evaluate(model: str, data: str, *, split: str = "test", seed: int = 0, out: str | None = None,
              device: str = "auto", batch_size: int = 8, max_items: int = 0, grid_rows: int = 8,
-             variety_seeds: int = VARIETY_SEEDS) -> dict[str, Any]:
+             variety_seeds: int = VARIETY_SEEDS, freehand: bool = False) -> dict[str, Any]:
     G, info = load_model(model, resolve_device(device))
     ds = PairedData.load(data, split, "cpu")
     if len(ds) == 0:
@@ -243,9 +243,16 @@ def evaluate(model: str, data: str, *, split: str = "test", seed: int = 0, out: 
     if ds.channels != G.config.out_channels:
         raise SystemExit(f"evaluate: the model makes {G.config.out_channels}-channel images, {data} has {ds.channels}")
     style = line_style_of(info) or line_style_of(load_manifest(data))
+    if freehand:  # the same drawings as if drawn by hand: how the model copes with the app's users
+        if style is None:
+            raise SystemExit(f"evaluate: --freehand redraws edge maps, and {data} has no line style")
+        from train.freehand import perturb_all
+
+        ds = PairedData(torch.from_numpy(perturb_all(ds.A.numpy(), seed, style)), ds.B, ds.names)
+        split = f"{split}_freehand"
     metrics, outputs = evaluate_generator(G, ds, seed=seed, line_style=style, batch_size=batch_size, max_items=max_items,
                                           variety_seeds=variety_seeds)
-    metrics = {"model": str(model), "data": str(data), "split": split, **metrics}
+    metrics = {"model": str(model), "data": str(data), "split": split, "freehand": freehand, **metrics}
     out_dir = Path(out) if out else default_out(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))
@@ -268,12 +275,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-items", type=int, default=0, help="score only the first N pairs (0 = all)")
     p.add_argument("--variety-seeds", type=int, default=VARIETY_SEEDS,
                    help="dropout samples per input for the variety score (1 = skip it)")
+    p.add_argument("--freehand", action="store_true",
+                   help="score on the split's drawings redrawn with hand-drawing faults (train.freehand, seeded "
+                        "per drawing): writes metrics_<split>_freehand.json")
     args = p.parse_args(argv)
     from p2p_demo.registry import LoadError
 
     try:
         m = evaluate(args.model, args.data, split=args.split, seed=args.seed, out=args.out, device=args.device,
-                     batch_size=args.batch_size, max_items=args.max_items, variety_seeds=args.variety_seeds)
+                     batch_size=args.batch_size, max_items=args.max_items, variety_seeds=args.variety_seeds,
+                     freehand=args.freehand)
     except (LoadError, NotPrepared) as e:
         raise SystemExit(f"evaluate: {e}") from e
     print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "flat_std", "variety", "out")}))

@@ -36,6 +36,7 @@ from train.config import AMP_MODES, GAN_MODES, LOSSES, LR_SCHEDULES, RESUMABLE, 
 from train.dataset import Jitter, NotPrepared, PairedData, batch_indices, load_manifest, split_size, steps_per_epoch
 from train.distributed import init_distributed, resolve_device
 from train.evaluate import evaluate_generator, line_style_of, render_test_mode
+from train.freehand import Freehand
 from train.lineage import Lineage, load_init_source, stint_record
 from train.trainer import LOSS_NAMES, Trainer, check_patchgan_fits
 
@@ -164,6 +165,10 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
                       steps_per_epoch=spe, world=world)
     total = trainer.total_steps if not cfg.max_steps else min(trainer.total_steps, cfg.max_steps)
     jitter = Jitter(train.size, jitter=cfg.jitter, load_size=cfg.load_size, flip=cfg.flip)
+    if cfg.freehand and line_style_of(manifest) is None:
+        raise ConfigError(f"--freehand redraws edge-map inputs in their line style, and {cfg.data} has none "
+                          "(its inputs are not edge maps): leave --freehand at 0")
+    freehand = Freehand(line_style_of(manifest), cfg.freehand)
     jitter_rng = torch.Generator()
     seed_everything(cfg.seed + 1 + rank)  # dropout masks differ between ranks
     jitter_rng.manual_seed(cfg.seed * 1_000_003 + 7919 * (rank + 1))
@@ -237,6 +242,7 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
     while step < total:
         idx = batch_indices(len(train), step, cfg.batch_size, cfg.seed, rank, world)
         a, b = train.pairs(idx, in_ch)
+        a = freehand(a, jitter_rng)
         a, b = jitter(a, b, jitter_rng)
         losses = trainer.step(a, b)
         step += 1
@@ -345,6 +351,8 @@ HELP = {
     "ema_decay": "keep an EMA of G's weights with this decay (e.g. 0.999); it is what is shown and exported",
     "lambda_ms": "weight of the mode-seeking term between two dropout samples (Mao et al. 2019)",
     "lr_d": "discriminator lr (0 = --lr)",
+    "freehand": "chance a training drawing is redrawn with hand-drawing faults (wobble, gaps, overshoot, "
+                "doubled strokes, pen width; train.freehand) before the canonical line-style step",
     "upsample": "decoder x2 steps: transpose (the reference's 4x4 stride-2) | resize (nearest x2 + 3x3 conv: no checkerboard)",
 }
 CHOICES = {"loss": LOSSES, "gan_mode": GAN_MODES, "amp": AMP_MODES, "norm": ("batch", "instance"),
