@@ -8,6 +8,8 @@ writes  heldout.png   held-out drawings: input | output | target (the reference'
                       drawing | what the model sees | output
         before_after.png  with --before MODEL: held-out drawings, input | before | after | target
                       (both seed 0), and the sketches as drawing | before | after
+        freehand.png  with --freehand: held-out drawings redrawn as by hand (train.freehand, the
+                      split `evaluate --freehand` scores): hand-drawn input | [before |] output | target
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="prepared dataset folder (its test split is used)")
     p.add_argument("--out", required=True)
     p.add_argument("--before", help="an earlier version of the model, for before_after.png")
+    p.add_argument("--freehand", action="store_true", help="also freehand.png (edge-map datasets)")
     p.add_argument("--patterns", nargs="*", default=[r"\bcat\b", r"running shoe", r"boot", r"high-heeled",
                                                      r"cat face", r"\bdog\b", r"\bapple\b", r"\bcar\b"])
     args = p.parse_args(argv)
@@ -57,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
             ba = [[d["A"][i], before.generate(d["A"][i], n=1, seed=0)[0], row[1], d["B"][i]] for i, row in zip(idx, rows)]
             pairs = [ba[i] + ba[i + 1] for i in range(0, len(ba) - 1, 2)]
             save_image(grid(pairs), out / "before_after.png")
+
+        if args.freehand:
+            from train.evaluate import line_style_of
+            from train.dataset import load_manifest
+            from train.freehand import perturb_all
+
+            hand = perturb_all(d["A"], 0, line_style_of(load_manifest(args.data)))  # the evaluate --freehand split
+            fh = [[hand[i]] + ([before.generate(hand[i], n=1, seed=0)[0]] if before is not None else [])
+                  + [r.generate(hand[i], n=1, seed=0)[0], d["B"][i]] for i in idx]
+            save_image(grid([fh[i] + fh[i + 1] for i in range(0, len(fh) - 1, 2)]), out / "freehand.png")
 
         a = d["A"][idx[0]]
         samples = r.generate(a, n=8, seed=0)

@@ -553,3 +553,36 @@ def test_imports_flow_one_way_and_train_has_no_circle():
     for m in graph:
         visit(m, ())
     assert "train.checkpoint" in graph["train.fit"] and "train.fit" not in graph["train.evaluate"]
+
+
+def test_compare_continue_suite_continues_one_model_with_each_lever(tmp_path):
+    """`python -m train compare continue --init-from FOLDER`: every variant starts from the same
+    model (its lineage carried on), trains the same budget at once, and is named by what it
+    continues, so continuing the model again after another stint trains anew."""
+    from train.compare import SUITES, run_name
+
+    data_dir = make_dataset(tmp_path / "data", n_train=6, n_test=2)
+    base = fit_mod.fit(tiny(data_dir, tmp_path, name="base", max_steps=2, dropout=True, ema_decay=0.9))
+    model = tmp_path / "model"
+    subprocess.run([sys.executable, "-m", "train", "export", "--checkpoint", str(tmp_path / "base" / "checkpoints" / "last.pt"),
+                    "--out", str(model), "--name", "Tiny"], check=True, cwd=REPO, capture_output=True, timeout=300)
+    argv = [sys.executable, "-m", "train", "compare", "continue", "--data", str(data_dir), "--out-dir", str(tmp_path / "c"),
+            "--seconds", "3", "--threads", "1", "--rows", "2", "--init-from", str(model)]
+    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    results = json.loads((tmp_path / "c" / "continue" / "results.json").read_text())
+    assert [x["variant"] for x in results] == [label for label, _ in SUITES["continue"]]
+    for x, (_, options) in zip(results, SUITES["continue"]):
+        m = json.loads((Path(x["run"]) / "metrics.json").read_text())
+        assert m["config"]["init_from"] == str(model) and m["config"]["max_seconds"] == 3
+        assert m["config"]["lambda_l1"] == options.get("lambda_l1", 100.0)
+        assert m["config"]["freehand"] == options.get("freehand", 0.0)
+        assert m["config"]["ngf"] == 8  # the architecture comes from the model continued
+        assert load_checkpoint(Path(x["run"]) / "checkpoints" / "last.pt")["lineage"]["stints"][0]["steps"] == base["steps"]
+        assert Path(x["run"]).name.isascii()
+    assert (tmp_path / "c" / "continue" / "grid.png").is_file()
+    later = {"max_seconds": 3, "init_from": str(model), "init_steps": 99}
+    now = {**later, "init_steps": base["steps"]}
+    assert run_name("continue", "continued", later) != run_name("continue", "continued", now)
+    r = subprocess.run(argv[:-2], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--init-from" in r.stderr

@@ -6,6 +6,7 @@ the reference recipe side by side.
     python -m train compare ngf    --data data/openmoji-128 --out-dir runs/compare
     python -m train compare recipe --data data/openmoji-256 --out-dir runs/compare --seconds 900
     python -m train compare levers --data data/openmoji-128 --out-dir runs/compare --seconds 480 --threads 1
+    python -m train compare continue --data data/openmoji-256 --init-from weights/openmoji --seconds 900 --threads 1
 
 Each suite trains its variants with ``python -m train fit`` (one process per variant, so a crash or
 a kill costs one variant; a finished variant is not trained again), then writes into
@@ -33,6 +34,12 @@ named by a digest of its options, so changing a recipe trains it again instead o
 (``--seconds``, the budget lr schedule), one after the other with ``--threads`` threads each: the
 budgeted recipe in fp32, then with bf16 autocast + channels-last (more images in the same time),
 then + an EMA of the weights, then from that one + the resize-conv decoder and + mode seeking.
+
+``continue`` measures the levers where the bundled models are now: every variant continues the same
+trained model (``--init-from``: its G, EMA and D) for the same ``--seconds``, all at the same time
+with ``--threads`` each, with the recipe of the bundled models' stints (Adam 2e-4 on the budget
+schedule, a third constant then decaying to 0, EMA 0.999, bf16, channels-last), changing one thing:
+the D learning rate, the L1 weight, the freehand augmentation.
 """
 
 from __future__ import annotations
@@ -71,6 +78,9 @@ REFERENCE = {"ngf": 64, "norm": "batch", "in_channels": 0, "batch_size": 1, "ndf
 # The levers, each measured against the one before it (the last two against "+ EMA").
 FAST = {**BUDGETED, "amp": "bf16", "channels_last": True}
 WITH_EMA = {**FAST, "ema_decay": 0.999}
+# Continuing a trained model (the bundled models' stints; the architecture comes from --init-from).
+CONTINUED = {"batch_size": 4, "lr": 2e-4, "lr_schedule": "budget", "ema_decay": 0.999, "amp": "bf16",
+             "channels_last": True}
 
 # suite -> [(label, fit options)]; each changes one thing from the compact recipe's L1 + cGAN, 70x70.
 SUITES: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -83,8 +93,13 @@ SUITES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "levers": [("budgeted fp32", BUDGETED), ("+ bf16, channels-last", FAST), ("+ EMA 0.999", WITH_EMA),
                ("+ resize-conv", {**WITH_EMA, "upsample": "resize"}),
                ("+ mode seeking 1", {**WITH_EMA, "lambda_ms": 1.0})],
+    "continue": [("continued", CONTINUED), ("+ D lr ÷ 5", {**CONTINUED, "lr_d": 4e-5}),
+                 ("+ λ_L1 300", {**CONTINUED, "lambda_l1": 300.0}), ("+ λ_L1 1000", {**CONTINUED, "lambda_l1": 1000.0}),
+                 ("+ λ_L1 300, freehand 0.5", {**CONTINUED, "lambda_l1": 300.0, "freehand": 0.5})],
 }
-TIMED = ("recipe", "levers")  # suites that give each variant the same wall-clock budget
+TIMED = ("recipe", "levers", "continue")  # suites that give each variant the same wall-clock budget
+NAMING_ONLY = ("init_steps",)  # schedule keys that name a run but are not fit options
+PARALLEL = ("recipe", "continue")  # their variants train at the same time, so all see the same machine
 # OpenMoji's held-out cats and shoes first (the test split has two cats and a sandal), then a spread.
 ROW_PATTERNS = (r"cat face", r"kissing cat", r"sandal|shoe|boot", r"tropical fish", r"grinning face", r"house",
                 r"\bdog\b", r"\bcar\b")
@@ -95,16 +110,19 @@ def run_name(suite: str, label: str, schedule: dict[str, Any]) -> str:
     """The variant's run folder. loss/patch/ngf name runs by what they train, so a variant two suites
     share (the compact L1 + cGAN, 70x70, ngf 16 baseline is in all three) is trained once."""
     if suite in TIMED:  # named by what it trains too: a changed recipe is a new run, never a stale one
-        options = json.dumps(dict(SUITES[suite])[label], sort_keys=True)
+        options = dict(SUITES[suite])[label]
+        if schedule.get("init_from"):  # what it continues is part of what it trains: the model as it is now
+            options = {**options, "init_from": schedule["init_from"], "init_steps": schedule.get("init_steps", 0)}
+        options = json.dumps(options, sort_keys=True)
         digest = hashlib.sha256(options.encode()).hexdigest()[:8]
-        return f"{suite}-" + "".join(c if c.isalnum() else "-" for c in label.lower()).strip("-") + \
+        return f"{suite}-" + "".join(c if c.isascii() and c.isalnum() else "-" for c in label.lower()).strip("-") + \
             f"-{digest}-{schedule['max_seconds']:g}s"
     o = {"loss": "l1+cgan", "n_layers": 3, **COMPACT, **dict(SUITES[suite])[label]}
     return f"{o['loss']}-d{o['n_layers']}-ngf{o['ngf']}-{schedule['n_epochs'] + schedule['n_epochs_decay']:g}ep"
 
 
 def fit_argv(data: str, out_dir: Path, name: str, options: dict[str, Any], schedule: dict[str, Any]) -> list[str]:
-    merged = {**options, **schedule}
+    merged = {k: v for k, v in {**options, **schedule}.items() if k not in NAMING_ONLY}
     argv = [sys.executable, "-m", "train", "fit", "--data", data, "--out-dir", str(out_dir), "--name", name,
             "--no-progress", "--checkpoint-every", "200", "--sample-every", "0"]
     for key, value in merged.items():
@@ -233,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=float, default=2.0, help="loss/patch/ngf: epochs per variant (half decay)")
     p.add_argument("--seconds", type=float, default=900.0, help="recipe, levers: wall-clock budget per variant")
     p.add_argument("--threads", type=int, default=0, help="recipe, levers: CPU threads per run (0 = cores / 2)")
+    p.add_argument("--init-from", default="", help="continue: the model every variant continues (folder, id or checkpoint)")
     p.add_argument("--rows", type=int, default=6, help="held-out drawings in the grid")
     p.add_argument("--speed-size", type=int, default=256, help="ngf: image side for the generator timing")
     args = p.parse_args(argv)
@@ -243,9 +262,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.suite in TIMED:
         threads = args.threads or max(1, (os.cpu_count() or 2) // 2)
         schedule = {"max_seconds": args.seconds, "workers": threads, "n_epochs": 100, "n_epochs_decay": 100}
+        if args.suite == "continue":
+            if not args.init_from:
+                p.error("the continue suite needs --init-from MODEL: the trained model every variant continues")
+            from train.lineage import load_init_source
+
+            # its steps so far name the runs too: continuing the model again after a new stint is a new run
+            schedule.update(init_from=args.init_from, n_epochs=50,
+                            init_steps=load_init_source(args.init_from).lineage.steps)
+    elif args.init_from:
+        p.error(f"--init-from is for the continue suite; {args.suite} trains from scratch")
     else:
         schedule = {"n_epochs": args.epochs / 2, "n_epochs_decay": args.epochs / 2}
-    train_variants(args.suite, args.data, out_dir, schedule, parallel=args.suite == "recipe")
+    train_variants(args.suite, args.data, out_dir, schedule, parallel=args.suite in PARALLEL)
 
     results = collect(args.suite, out_dir, schedule)
     extra: list[str] = []
