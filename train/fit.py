@@ -347,7 +347,7 @@ HELP = {
     "load_size": "jitter resize side (0 = S * 286 / 256)",
     "resume": "continue from <out-dir>/<name>/checkpoints/last.pt",
     "init_from": "start from a model (folder, registry id, Hub repo or checkpoint): its G, EMA and D; "
-                 "its architecture options become the defaults",
+                 "its architecture options become the defaults; a larger --ngf widens its generator (train.widen)",
     "ema_decay": "keep an EMA of G's weights with this decay (e.g. 0.999); it is what is shown and exported",
     "lambda_ms": "weight of the mode-seeking term between two dropout samples (Mao et al. 2019)",
     "lr_d": "discriminator lr (0 = --lr)",

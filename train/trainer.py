@@ -171,9 +171,21 @@ class Trainer:
                                   f"({str(e).splitlines()[0]}); give the same architecture options "
                                   f"(--ngf/--norm/--num-downs/--in-channels/--ndf/--n-layers) as it was trained with") from e
 
-        load(self.G, source.generator, "generator")
+        generator, ema = source.generator, source.ema
+        src = GeneratorConfig.from_dict(source.generator_config)
+        if src.ngf != self.gen_config.ngf:  # a wider generator continuing a narrower one (train.widen)
+            from train.widen import CannotWiden, widen_state
+
+            try:
+                generator = widen_state(generator, src, self.gen_config, seed=self.cfg.seed)
+                ema = widen_state(ema, src, self.gen_config, seed=self.cfg.seed, noise=False)  # the same mapping
+            except CannotWiden as e:
+                raise ConfigError(f"--init-from {source.spec} has ngf {src.ngf}, this run {self.gen_config.ngf}: {e}") from e
+            log.info("--init-from %s: generator widened from ngf %d to %d (same function, Net2Net)",
+                     source.spec, src.ngf, self.gen_config.ngf)
+        load(self.G, generator, "generator")
         if self.G_ema is not None:
-            load(self.G_ema, source.ema, "generator (EMA)")
+            load(self.G_ema, ema, "generator (EMA)")
             self.ema_steps = max(source.lineage.steps, 10_000)  # an average already: no warm-up
         if self.D is not None:
             if source.discriminator is not None:
