@@ -146,6 +146,10 @@ def test_init_from_with_other_architecture_says_what_to_change(data_dir, tmp_pat
     folder = export(tmp_path / "runs" / "a" / "checkpoints" / "last.pt", tmp_path / "model")
     with pytest.raises(SystemExit, match="does not fit this run's options.*--ngf"):
         fit_mod.main(["--data", str(data_dir), "--out-dir", str(tmp_path / "runs"), "--name", "b", "--init-from",
+                      str(folder), "--ndf", "16", "--max-steps", "1", "--no-final-eval", "--no-progress"])
+    # a larger ngf would widen the generator (train.widen), but not a BatchNorm one: said so
+    with pytest.raises(SystemExit, match="ngf 8, this run 16: only reference-layout generators with instance norm"):
+        fit_mod.main(["--data", str(data_dir), "--out-dir", str(tmp_path / "runs"), "--name", "c", "--init-from",
                       str(folder), "--ngf", "16", "--max-steps", "1", "--no-final-eval", "--no-progress"])
 
 
