@@ -165,10 +165,11 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
                       steps_per_epoch=spe, world=world)
     total = trainer.total_steps if not cfg.max_steps else min(trainer.total_steps, cfg.max_steps)
     jitter = Jitter(train.size, jitter=cfg.jitter, load_size=cfg.load_size, flip=cfg.flip)
-    if cfg.freehand and line_style_of(manifest) is None:
+    style = line_style_of(manifest)
+    if cfg.freehand and style is None:
         raise ConfigError(f"--freehand redraws edge-map inputs in their line style, and {cfg.data} has none "
                           "(its inputs are not edge maps): leave --freehand at 0")
-    freehand = Freehand(line_style_of(manifest), cfg.freehand)
+    freehand = Freehand(style, cfg.freehand)
     jitter_rng = torch.Generator()
     seed_everything(cfg.seed + 1 + rank)  # dropout masks differ between ranks
     jitter_rng.manual_seed(cfg.seed * 1_000_003 + 7919 * (rank + 1))
@@ -310,7 +311,7 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
         plot_losses(history, out / "losses.png")
     final_eval = None
     if cfg.final_eval and held_out is not None:
-        final_eval, _ = evaluate_generator(trainer.G_out, held_out, seed=0, line_style=line_style_of(manifest),
+        final_eval, _ = evaluate_generator(trainer.G_out, held_out, seed=0, line_style=style,
                                            max_items=cfg.eval_max)
         trainer.G_out.set_training_mode()
     trained = images_seen - images_before

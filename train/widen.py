@@ -54,7 +54,7 @@ def _levels(G: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
         convs = [m for m in layers if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
                  or (isinstance(m, nn.Sequential) and any(isinstance(x, nn.Conv2d) for x in m))]
         out.append((convs[0], convs[1]))
-        subs = [m for m in layers if type(m).__name__ == "_SkipBlock"]
+        subs = [m for m in layers if isinstance(m, type(block))]  # the next level down
         block = subs[0] if subs else None
     return out
 
@@ -80,7 +80,7 @@ def widen(G: nn.Module, config: GeneratorConfig, *, seed: int = 0, noise: bool =
     noise_gen = torch.Generator().manual_seed(seed + 1)
 
     def counts(m: torch.Tensor) -> torch.Tensor:
-        return torch.bincount(m, minlength=int(m.max()) + 1).to(torch.float32)[m]
+        return torch.bincount(m).to(torch.float32)[m]
 
     def identity(c: int) -> torch.Tensor:
         return torch.arange(c)
@@ -114,7 +114,7 @@ def _copy(old: nn.Module, new: nn.Module, m_in: torch.Tensor, c_in: torch.Tensor
     else:  # (out, in, kh, kw)
         nw = w[m_out][:, m_in] / c_in[None, :, None, None]
         copies = (slice(old.out_channels, None),)
-    if noise and new.weight.shape[1 if transposed else 0] > (old.out_channels):
+    if noise and new.out_channels > old.out_channels:
         part = nw[copies]
         part += torch.randn(part.shape, generator=gen) * (NOISE * float(w.std()))
     new.weight.copy_(nw.to(new.weight.dtype))
