@@ -1,4 +1,4 @@
-"""The recipe levers (EMA, mode seeking, separate D lr), continuing a model (--init-from, the
+"""The recipe levers (EMA, mode seeking, separate D lr, the resolution curriculum), continuing a model (--init-from, the
 training/ state a model folder carries) and the evaluation's fill and variety scores."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import torch
 
 from p2p_demo.nets import GeneratorConfig, build_generator
 from train import fit as fit_mod
-from train.config import TrainConfig
+from train.config import ConfigError, TrainConfig
 from train.evaluate import flat_std, local_std, pairwise_l1
 from train.checkpoint import load_checkpoint
 from train.fit import config_from_args
-from train.trainer import Trainer
+from train.trainer import R1_EVERY, Trainer
 from train.lineage import Lineage, read_lineage
-from train.losses import mode_seeking_loss
-from conftest import SIZE, fixed_batch, make_trainer, tiny
+from train.losses import mode_seeking_loss, r1_penalty
+from conftest import SIZE, fixed_batch, make_dataset, make_trainer, tiny
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -59,6 +59,32 @@ def test_separate_discriminator_lr():
 # Mode seeking
 
 
+def test_r1_penalty_is_the_squared_input_gradient():
+    D = torch.nn.Conv2d(2, 1, 1, bias=True)  # D(x) = w . x + b at every pixel: grad = w at each of 9 pixels
+    x = torch.randn(3, 2, 3, 3)
+    expected = 9 * D.weight.detach().pow(2).sum()
+    torch.testing.assert_close(r1_penalty(D, x), expected)
+    r1_penalty(D, x).backward()  # it trains D: d/dw of 9 |w|^2
+    torch.testing.assert_close(D.weight.grad, 18 * D.weight.detach())
+
+
+def test_r1_acts_on_every_sixteenth_d_step_only(data_dir):
+    a, b = fixed_batch(data_dir, 2)
+
+    def d_after(steps: int, gamma: float) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        t = make_trainer(TrainConfig(ngf=8, ndf=8, batch_size=2, norm="instance", r1_gamma=gamma))
+        for _ in range(steps):
+            torch.manual_seed(1)  # the same dropout masks in both runs
+            t.step(a, b)
+        return [p.detach().clone() for p in t.D.parameters()]
+
+    same = d_after(R1_EVERY - 1, 0.0), d_after(R1_EVERY - 1, 10.0)
+    assert all(torch.equal(x, y) for x, y in zip(*same))
+    moved = d_after(R1_EVERY, 0.0), d_after(R1_EVERY, 10.0)
+    assert max((x - y).abs().max().item() for x, y in zip(*moved)) > 1e-4
+
+
 def test_mode_seeking_loss_is_inverse_output_distance():
     a = torch.zeros(2, 3, 8, 8)
     assert float(mode_seeking_loss(a, a + 0.5, 0.5)) == pytest.approx(1.0 / (0.5 + 1e-5))
@@ -89,6 +115,52 @@ def test_mode_seeking_needs_dropout():
 
 # --------------------------------------------------------------------------------------------
 # Continuing a model: export writes training/, --init-from reads it, the lineage adds up
+
+
+# --------------------------------------------------------------------------------------------
+# The resolution curriculum
+
+
+@pytest.fixture(scope="module")
+def low_res_dir(tmp_path_factory):
+    """The tiny dataset's pairs again, prepared at half the size (same seed: the same crops, names, order)."""
+    return make_dataset(tmp_path_factory.mktemp("low") / "tiny-32", size=SIZE // 2)
+
+
+def test_curriculum_trains_the_first_share_small_then_full_size(data_dir, low_res_dir, tmp_path):
+    m = fit_mod.fit(tiny(data_dir, tmp_path, num_downs=5, low_res_data=str(low_res_dir),  # 2 epochs of 6 steps
+                         low_res_share=0.75, log_every=1, final_eval=True, checkpoint_every=3))
+    assert m["steps_this_session_at"] == {str(SIZE // 2): 9, str(SIZE): 3}
+    assert [h["size"] for h in m["history"]] == [SIZE // 2] * 9 + [SIZE] * 3
+    assert m["eval"]["n"] == 4  # scored on --data's held-out pairs at the full size
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["generator_config"]["num_downs"] == 5 and ckpt["stint"]["recipe"]["low_res_share"] == 0.75
+
+
+def test_curriculum_depth_defaults_to_the_small_size_and_resumes_in_its_phase(data_dir, low_res_dir, tmp_path):
+    kw = dict(num_downs=0, low_res_data=str(low_res_dir), low_res_share=0.5, log_every=1, checkpoint_every=2)
+    first = fit_mod.fit(tiny(data_dir, tmp_path, max_steps=3, **kw))  # stops in the low phase...
+    assert first["generator_config"]["num_downs"] == 5  # log2(32): a 1x1 bottleneck at the small size
+    done = fit_mod.fit(tiny(data_dir, tmp_path, max_steps=0, resume=True, **kw))  # ...and goes on from step 3
+    whole = fit_mod.fit(tiny(data_dir, tmp_path, name="whole", **kw))
+    sizes = lambda m: [h["size"] for h in m["history"]]  # noqa: E731
+    assert sizes(done) == sizes(whole) and SIZE // 2 in sizes(whole) and SIZE in sizes(whole)
+    a = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["G"]
+    b = load_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pt")["G"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # resumed = uninterrupted, across the switch
+
+
+def test_curriculum_refusals_say_what_to_do(data_dir, low_res_dir, tmp_path):
+    with pytest.raises(ConfigError, match="needs both --low-res-data"):
+        tiny(data_dir, tmp_path, low_res_share=0.5)
+    with pytest.raises(ConfigError, match=r"give --num-downs 5 or less"):
+        fit_mod.fit(tiny(data_dir, tmp_path, num_downs=6, low_res_data=str(low_res_dir), low_res_share=0.5))
+    other = make_dataset(tmp_path / "other", size=SIZE // 2, n_train=6)
+    with pytest.raises(ConfigError, match="does not hold the same training pairs"):
+        fit_mod.fit(tiny(data_dir, tmp_path, num_downs=5, low_res_data=str(other), low_res_share=0.5))
+    with pytest.raises(ConfigError, match="needs a smaller size"):
+        fit_mod.fit(tiny(data_dir, tmp_path, num_downs=5, low_res_data=str(data_dir), low_res_share=0.5))
+    assert not (tmp_path / "run").exists()  # all said before any work
 
 
 def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path):

@@ -6,6 +6,7 @@ the reference recipe side by side.
     python -m train compare ngf    --data data/openmoji-128 --out-dir runs/compare
     python -m train compare recipe --data data/openmoji-256 --out-dir runs/compare --seconds 900
     python -m train compare levers --data data/openmoji-128 --out-dir runs/compare --seconds 480 --threads 1
+    python -m train compare curriculum --data data/openmoji-256 --low-res-data data/openmoji-128 --seconds 1500 --threads 1
     python -m train compare continue --data data/openmoji-256 --init-from weights/openmoji --seconds 900 --threads 1
 
 Each suite trains its variants with ``python -m train fit`` (one process per variant, so a crash or
@@ -33,7 +34,13 @@ named by a digest of its options, so changing a recipe trains it again instead o
 ``levers`` measures what each of the project's training levers gives for the same wall-clock budget
 (``--seconds``, the budget lr schedule), one after the other with ``--threads`` threads each: the
 budgeted recipe in fp32, then with bf16 autocast + channels-last (more images in the same time),
-then + an EMA of the weights, then from that one + the resize-conv decoder and + mode seeking.
+then + an EMA of the weights, then from that one + the resize-conv decoder, + mode seeking, + the
+hinge loss and + an R1 penalty on D (D overpowers G in these runs).
+
+``curriculum`` measures the resolution curriculum: a 7-level U-Net (a 1x1 bottleneck at 128², so
+it takes both sizes) trained from scratch for ``--seconds`` on ``--data`` (256²) throughout, against
+the same net trained on ``--low-res-data`` (the same pairs prepared at 128²) for the first three
+quarters of the time, then on ``--data``; one after the other, scored at 256².
 
 ``continue`` measures the levers where the bundled models are now: every variant continues the same
 trained model (``--init-from``: its G, EMA and D) for the same ``--seconds``, all at the same time
@@ -92,13 +99,16 @@ SUITES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "recipe": [("reference recipe", REFERENCE), ("project recipe", BUDGETED)],
     "levers": [("budgeted fp32", BUDGETED), ("+ bf16, channels-last", FAST), ("+ EMA 0.999", WITH_EMA),
                ("+ resize-conv", {**WITH_EMA, "upsample": "resize"}),
-               ("+ mode seeking 1", {**WITH_EMA, "lambda_ms": 1.0})],
+               ("+ mode seeking 1", {**WITH_EMA, "lambda_ms": 1.0}),
+               ("+ hinge loss", {**WITH_EMA, "gan_mode": "hinge"}), ("+ R1 0.01", {**WITH_EMA, "r1_gamma": 0.01})],
+    "curriculum": [("256² throughout", {**WITH_EMA, "num_downs": 7}),
+                   ("128² for ¾, then 256²", {**WITH_EMA, "num_downs": 7, "low_res_share": 0.75})],
     "continue": [("continued", CONTINUED), ("+ D lr ÷ 5", {**CONTINUED, "lr_d": 4e-5}),
                  ("+ λ_L1 300", {**CONTINUED, "lambda_l1": 300.0}), ("+ λ_L1 1000", {**CONTINUED, "lambda_l1": 1000.0}),
                  ("+ λ_L1 300, freehand 0.5", {**CONTINUED, "lambda_l1": 300.0, "freehand": 0.5})],
 }
-TIMED = ("recipe", "levers", "continue")  # suites that give each variant the same wall-clock budget
-NAMING_ONLY = ("init_steps",)  # schedule keys that name a run but are not fit options
+TIMED = ("recipe", "levers", "curriculum", "continue")  # suites that give each variant the same wall-clock budget
+NAMING_ONLY = ("init_steps", "low_res_data")  # schedule keys that are not fit options for every variant
 PARALLEL = ("recipe", "continue")  # their variants train at the same time, so all see the same machine
 # OpenMoji's held-out cats and shoes first (the test split has two cats and a sandal), then a spread.
 ROW_PATTERNS = (r"cat face", r"kissing cat", r"sandal|shoe|boot", r"tropical fish", r"grinning face", r"house",
@@ -142,6 +152,8 @@ def train_variants(suite: str, data: str, out_dir: Path, schedule: dict[str, Any
             log.info("%s: done already (%s)", label, folder)
             continue
         base = {} if suite in TIMED else COMPACT
+        if options.get("low_res_share"):  # the curriculum's variant trains on the low-resolution pairs first
+            base = {**base, "low_res_data": schedule["low_res_data"]}
         argv = fit_argv(data, out_dir, name, {**base, **options}, schedule)
         if (folder / "checkpoints" / "last.pt").exists():
             argv = argv[:4] + ["--resume", "--out-dir", str(out_dir), "--name", name, "--no-progress"]
@@ -252,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=900.0, help="recipe, levers: wall-clock budget per variant")
     p.add_argument("--threads", type=int, default=0, help="recipe, levers: CPU threads per run (0 = cores / 2)")
     p.add_argument("--init-from", default="", help="continue: the model every variant continues (folder, id or checkpoint)")
+    p.add_argument("--low-res-data", default="", help="curriculum: the same pairs prepared at 128² (train prepare --size 128)")
     p.add_argument("--rows", type=int, default=6, help="held-out drawings in the grid")
     p.add_argument("--speed-size", type=int, default=256, help="ngf: image side for the generator timing")
     args = p.parse_args(argv)
@@ -270,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # its steps so far name the runs too: continuing the model again after a new stint is a new run
             schedule.update(init_from=args.init_from, n_epochs=50,
                             init_steps=load_init_source(args.init_from).lineage.steps)
+        if args.suite == "curriculum":
+            if not args.low_res_data:
+                p.error("the curriculum suite needs --low-res-data DIR: --data's pairs prepared at a smaller --size")
+            schedule["low_res_data"] = args.low_res_data
     elif args.init_from:
         p.error(f"--init-from is for the continue suite; {args.suite} trains from scratch")
     else:

@@ -25,7 +25,7 @@ LR_SCHEDULES = ("epochs", "budget")
 # Everything else defines the experiment and must match the checkpoint.
 RESUMABLE = frozenset({
     "max_steps", "max_seconds", "checkpoint_every", "sample_every", "log_every", "device",
-    "workers", "compile", "final_eval", "eval_max", "progress", "resume", "data",
+    "workers", "compile", "final_eval", "eval_max", "progress", "resume", "data", "low_res_data",
 })
 
 
@@ -39,6 +39,7 @@ class TrainConfig:
     loss: str = "l1+cgan"  # l1 | gan | cgan | l1+gan | l1+cgan (cgan: D sees (input, output))
     gan_mode: str = "vanilla"  # vanilla (BCE with logits) | lsgan | hinge
     lambda_l1: float = 100.0
+    r1_gamma: float = 0.0  # R1 penalty weight on D (gamma / 2 * |grad D(real)|^2), every R1_EVERY D steps; 0 = off
     lambda_ms: float = 0.0  # mode seeking (Mao et al. 2019) between two dropout samples; 0 = off
     # generator
     ngf: int = 64
@@ -69,6 +70,9 @@ class TrainConfig:
     jitter: bool = True  # resize S -> load_size, random crop back to S
     load_size: int = 0  # 0 = round(S * 286 / 256)
     flip: bool = True  # random horizontal flip
+    # resolution curriculum: the first share of the budget on the same pairs prepared smaller
+    low_res_data: str = ""  # prepared dataset folder of the same pairs at a smaller size (e.g. data/openmoji-128)
+    low_res_share: float = 0.0  # share of the budget (max_seconds, else the steps) trained on low_res_data; 0 = off
     freehand: float = 0.0  # chance a training drawing gets hand-drawing faults before its canonical redraw (train.freehand); 0 = off
     # speed
     amp: str = "none"  # none | bf16 | fp16 (autocast; fp16 adds gradient scalers)
@@ -111,8 +115,16 @@ class TrainConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.freehand <= 1.0:
             raise ConfigError(f"freehand is a chance in [0, 1], got {self.freehand}")
-        if self.lambda_ms < 0 or self.lr_d < 0:
-            raise ConfigError("lambda_ms and lr_d must be >= 0")
+        if not 0.0 <= self.low_res_share < 1.0:
+            raise ConfigError(f"low_res_share is the share of the budget trained at the lower resolution, in "
+                              f"[0, 1); got {self.low_res_share}")
+        if bool(self.low_res_data) != bool(self.low_res_share):
+            raise ConfigError("a resolution curriculum needs both --low-res-data DIR (the same pairs prepared at a "
+                              "smaller --size) and --low-res-share F (the share of the budget spent on them)")
+        if self.lambda_ms < 0 or self.lr_d < 0 or self.r1_gamma < 0:
+            raise ConfigError("lambda_ms, lr_d and r1_gamma must be >= 0")
+        if self.r1_gamma and not self.uses_gan:
+            raise ConfigError("r1_gamma regularises the discriminator, and loss 'l1' has none")
         if self.lambda_ms and not self.dropout:
             raise ConfigError("lambda_ms needs dropout: the mode-seeking term compares two dropout samples")
         if not 0.0 < self.dropout_p < 1.0:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import time
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -125,6 +126,42 @@ def _data_info(folder: str) -> dict[str, Any]:
     return info
 
 
+@dataclass
+class Phase:
+    """What a step trains on at one resolution: the pairs, their jitter and their freehand faults."""
+
+    data: PairedData
+    jitter: Jitter
+    freehand: Freehand
+    style: dict[str, Any] | None
+
+
+def _phase(cfg: TrainConfig, folder: str, manifest: dict[str, Any], data: PairedData, load_size: int) -> Phase:
+    style = line_style_of(manifest)
+    if cfg.freehand and style is None:
+        raise ConfigError(f"--freehand redraws edge-map inputs in their line style, and {folder} has none "
+                          "(its inputs are not edge maps): leave --freehand at 0")
+    return Phase(data, Jitter(data.size, jitter=cfg.jitter, load_size=load_size, flip=cfg.flip),
+                 Freehand(style, cfg.freehand), style)
+
+
+def _low_res_phase(cfg: TrainConfig, train: PairedData, device: torch.device) -> Phase:
+    """The curriculum's first phase: ``--low-res-data``, which must hold the same training pairs, in
+    the same order, at a smaller size (``train prepare --size``), so a step's batch is the same pairs
+    at either resolution."""
+    manifest = load_manifest(cfg.low_res_data)
+    low = PairedData.load(cfg.low_res_data, "train", device)
+    hint = f"prepare it from the same source with `python -m train prepare ... --size {train.size // 2}`"
+    if low.names != train.names:
+        raise ConfigError(f"--low-res-data {cfg.low_res_data} does not hold the same training pairs as --data "
+                          f"{cfg.data} ({len(low)} against {len(train)}, or in another order); {hint}")
+    if low.size >= train.size or low.channels != train.channels:
+        raise ConfigError(f"--low-res-data {cfg.low_res_data} is {low.size} px with {low.channels} channels; the "
+                          f"curriculum needs a smaller size than --data's {train.size} px, same channels; {hint}")
+    load_size = round(cfg.load_size * low.size / train.size) if cfg.load_size else 0
+    return _phase(cfg, cfg.low_res_data, manifest, low, load_size)
+
+
 def fit(cfg: TrainConfig) -> dict[str, Any]:
     """Train as configured; returns the metrics written to metrics.json (rank 0; {} elsewhere)."""
     rank, world, local_rank = init_distributed(cfg.device)
@@ -159,17 +196,31 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
     if held_out is None and main:
         log.warning("no test split in %s: sample grids use training pairs and no final evaluation runs", cfg.data)
     in_ch, out_ch = cfg.in_channels or train.channels, train.channels
-    check_patchgan_fits(cfg.n_layers, train.size)
+    full = _phase(cfg, cfg.data, manifest, train, cfg.load_size)
+    low = _low_res_phase(cfg, train, device) if cfg.low_res_data else None
+    sizes = [train.size] + ([low.data.size] if low else [])
+    for s in sizes:
+        check_patchgan_fits(cfg.n_layers, s)
+    depth = cfg.num_downs or int(math.log2(min(sizes)))
+    if low is not None and any(s % 2**depth for s in sizes):
+        raise ConfigError(f"the curriculum trains one U-Net at {low.data.size} and {train.size} px: both must be "
+                          f"multiples of 2**num_downs = {2**depth} (give --num-downs "
+                          f"{int(math.log2(low.data.size))} or less; the 8-level unet_256 cannot see 128 px)")
     spe = steps_per_epoch(len(train), cfg.batch_size, world)
-    trainer = Trainer(cfg, size=train.size, in_channels=in_ch, out_channels=out_ch, device=device,
+    # the smallest size decides the U-Net's default depth (a 1x1 bottleneck there) and must take it
+    trainer = Trainer(cfg, size=min(sizes), in_channels=in_ch, out_channels=out_ch, device=device,
                       steps_per_epoch=spe, world=world)
     total = trainer.total_steps if not cfg.max_steps else min(trainer.total_steps, cfg.max_steps)
-    jitter = Jitter(train.size, jitter=cfg.jitter, load_size=cfg.load_size, flip=cfg.flip)
-    style = line_style_of(manifest)
-    if cfg.freehand and style is None:
-        raise ConfigError(f"--freehand redraws edge-map inputs in their line style, and {cfg.data} has none "
-                          "(its inputs are not edge maps): leave --freehand at 0")
-    freehand = Freehand(style, cfg.freehand)
+    style = full.style
+
+    def phase_at(step: int) -> Phase:
+        """Which resolution this step trains at: the low one for the first low_res_share of the budget
+        (of the wall clock with --max-seconds, else of the schedule's steps, which --max-steps does not
+        change), so a resumed run is in the same phase."""
+        if low is None:
+            return full
+        used = trainer.budget_used if cfg.max_seconds else step / max(trainer.total_steps, 1)
+        return low if used < cfg.low_res_share else full
     jitter_rng = torch.Generator()
     seed_everything(cfg.seed + 1 + rank)  # dropout masks differ between ranks
     jitter_rng.manual_seed(cfg.seed * 1_000_003 + 7919 * (rank + 1))
@@ -240,12 +291,19 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
     window_t, window_images = t_loop, 0
     start_step, running = step, {k: 0.0 for k in LOSS_NAMES}
     running_n = 0
+    phase = phase_at(step)
+    steps_at = {s: 0 for s in sizes}
     while step < total:
+        now_phase = phase_at(step)
+        if now_phase is not phase and main:
+            log.info("step %d: the curriculum moves from %d px to %d px", step, phase.data.size, now_phase.data.size)
+        phase = now_phase
         idx = batch_indices(len(train), step, cfg.batch_size, cfg.seed, rank, world)
-        a, b = train.pairs(idx, in_ch)
-        a = freehand(a, jitter_rng)
-        a, b = jitter(a, b, jitter_rng)
+        a, b = phase.data.pairs(idx, in_ch)
+        a = phase.freehand(a, jitter_rng)
+        a, b = phase.jitter(a, b, jitter_rng)
         losses = trainer.step(a, b)
+        steps_at[phase.data.size] += 1
         step += 1
         images_seen += len(idx) * world
         window_images += len(idx) * world
@@ -273,6 +331,7 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
             ips = window_images / max(now - window_t, 1e-9)
             window_t, window_images = now, 0
             rec = {"step": step, "epoch": round(step / spe, 4), "lr": trainer.opt_G.param_groups[0]["lr"],
+                   "size": phase.data.size,
                    **{k: float(v) for k, v in zip(LOSS_NAMES, vals.tolist())}, "images_per_s": ips,
                    "time": wall_before + now - t_start}
             history.append(rec)
@@ -318,6 +377,7 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
     metrics = {
         "name": cfg.name, "steps": step, "epochs": step / spe, "steps_this_session": step - start_step,
         "images_seen": images_seen, "world_size": world, "device": str(device),
+        "steps_this_session_at": {str(k): v for k, v in steps_at.items()},
         "images_per_s": trained / max(loop_time - overhead, 1e-9),
         "wall_time_s": wall_before + time.perf_counter() - t_start,
         "final_losses": {k: history[-1][k] for k in LOSS_NAMES} if history else {},
@@ -350,10 +410,14 @@ HELP = {
     "init_from": "start from a model (folder, registry id, Hub repo or checkpoint): its G, EMA and D; "
                  "its architecture options become the defaults; a larger --ngf widens its generator (train.widen)",
     "ema_decay": "keep an EMA of G's weights with this decay (e.g. 0.999); it is what is shown and exported",
+    "r1_gamma": "R1 penalty on D: gamma / 2 * |grad D(real)|^2 (Mescheder et al. 2018), lazily every 16th D step",
     "lambda_ms": "weight of the mode-seeking term between two dropout samples (Mao et al. 2019)",
     "lr_d": "discriminator lr (0 = --lr)",
     "freehand": "chance a training drawing is redrawn with hand-drawing faults (wobble, gaps, overshoot, "
                 "doubled strokes, pen width; train.freehand) before the canonical line-style step",
+    "low_res_data": "resolution curriculum: the same training pairs prepared at a smaller size (train prepare --size), "
+                    "trained on first",
+    "low_res_share": "share of the budget (--max-seconds, else the steps) spent on --low-res-data before --data",
     "upsample": "decoder x2 steps: transpose (the reference's 4x4 stride-2) | resize (nearest x2 + 3x3 conv: no checkerboard)",
 }
 CHOICES = {"loss": LOSSES, "gan_mode": GAN_MODES, "amp": AMP_MODES, "norm": ("batch", "instance"),

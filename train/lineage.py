@@ -33,9 +33,9 @@ STATE_FILE = "state.json"
 STATE_VERSION = 1
 
 # The recipe options a stint records (the rest of TrainConfig is bookkeeping).
-RECIPE_KEYS = ("ngf", "loss", "gan_mode", "lambda_l1", "lambda_ms", "ndf", "n_layers", "batch_size", "lr", "lr_d",
+RECIPE_KEYS = ("ngf", "loss", "gan_mode", "lambda_l1", "lambda_ms", "r1_gamma", "ndf", "n_layers", "batch_size", "lr", "lr_d",
                "beta1", "beta2", "n_epochs", "n_epochs_decay", "lr_schedule", "max_seconds", "ema_decay",
-               "dropout_p", "jitter", "flip", "freehand", "amp", "seed")
+               "dropout_p", "jitter", "flip", "freehand", "low_res_share", "amp", "seed")
 
 
 @dataclass

@@ -4,7 +4,7 @@ Loss options (the paper's table): ``l1`` (no discriminator), ``gan`` (D sees the
 ``cgan`` (D sees cat(input, output)), ``l1+gan``, ``l1+cgan`` (the reference).
 GAN flavours: ``vanilla`` (BCE with logits; G uses the non-saturating loss, i.e. BCE against
 "real"), ``lsgan`` (least squares against 1 / 0), ``hinge`` (D: relu(1 - real) + relu(1 + fake),
-G: -mean(fake)).
+G: -mean(fake)). ``r1_penalty``: Mescheder et al.'s R1, the squared gradient of D at real inputs.
 """
 
 from __future__ import annotations
@@ -61,3 +61,12 @@ def mode_seeking_loss(fake1: torch.Tensor, fake2: torch.Tensor, dropout_p: float
     """
     d_img = (fake1 - fake2).abs().mean()
     return (2.0 * dropout_p) / (d_img + eps)
+
+
+def r1_penalty(D: torch.nn.Module, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al., ICML 2018): mean over the batch of |grad_x D(x)|^2 at real inputs x,
+    summed over D's patch logits. Differentiable (create_graph), so it trains D; fp32, since a second
+    derivative under bf16 autocast loses most of its digits."""
+    x = real.detach().float().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).float().sum(), x, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()

@@ -23,13 +23,14 @@ from torch import nn
 
 from p2p_demo.nets import GeneratorConfig, PatchDiscriminator, build_generator, init_weights
 from train.config import ConfigError, TrainConfig
-from train.losses import d_in_channels, d_input, d_loss, g_loss, mode_seeking_loss
+from train.losses import d_in_channels, d_input, d_loss, g_loss, mode_seeking_loss, r1_penalty
 
 if TYPE_CHECKING:
     from train.lineage import InitSource
 
 log = logging.getLogger(__name__)
 
+R1_EVERY = 16  # lazy R1 (Karras et al., StyleGAN2): every 16th D step, weighted x16, at ~1/16 of its cost
 LOSS_NAMES = ("D_real", "D_fake", "G_GAN", "G_L1", "G_MS")  # G_L1 is the raw mean |G(x) - y| in [-1, 1]
 
 
@@ -89,6 +90,10 @@ class Trainer:
         # evaluation and export use when the run keeps one. ``ema_steps`` drives its warm-up.
         self.G_ema: nn.Module | None = None
         self.ema_steps = 0
+        self.d_steps = 0  # D updates so far (lazy R1's clock)
+        if cfg.r1_gamma and world > 1:
+            raise ConfigError("--r1-gamma runs on one process: its second derivative cannot go through "
+                              "DistributedDataParallel; train without torchrun, or leave --r1-gamma at 0")
         if cfg.ema_decay:
             self.G_ema = copy.deepcopy(self.G).requires_grad_(False)
 
@@ -232,6 +237,10 @@ class Trainer:
             loss_D_fake = d_loss(pred_fake, False, cfg.gan_mode)
             loss_D_real = d_loss(pred_real, True, cfg.gan_mode)
             loss_D = 0.5 * (loss_D_fake + loss_D_real)  # halved, as in the paper
+            self.d_steps += 1
+            if cfg.r1_gamma and self.d_steps % R1_EVERY == 0:
+                # through the bare D: a second derivative cannot go through DDP's reducer (refused there)
+                loss_D = loss_D + cfg.r1_gamma / 2 * R1_EVERY * r1_penalty(self.D, d_input(a, b, cfg.conditional))
             self.scaler_D.scale(loss_D).backward()
             self.scaler_D.step(self.opt_D)
             self.scaler_D.update()
@@ -269,12 +278,14 @@ class Trainer:
             return None if x is None else x.state_dict()
 
         return {"G": sd(self.G), "D": sd(self.D), "G_ema": sd(self.G_ema), "ema_steps": self.ema_steps,
+                "d_steps": self.d_steps,
                 "opt_G": sd(self.opt_G), "opt_D": sd(self.opt_D),
                 "sched_G": sd(self.sched_G), "sched_D": sd(self.sched_D),
                 "scaler_G": sd(self.scaler_G), "scaler_D": sd(self.scaler_D)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ema_steps = int(state.get("ema_steps", 0))
+        self.d_steps = int(state.get("d_steps", 0))
         for key in ("G", "D", "G_ema", "opt_G", "opt_D", "sched_G", "sched_D", "scaler_G", "scaler_D"):
             obj = getattr(self, key)
             if (obj is None) != (state.get(key) is None):
