@@ -586,3 +586,23 @@ def test_compare_continue_suite_continues_one_model_with_each_lever(tmp_path):
     assert run_name("continue", "continued", later) != run_name("continue", "continued", now)
     r = subprocess.run(argv[:-2], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--init-from" in r.stderr
+
+
+def test_compare_curriculum_suite_gives_the_low_res_pairs_to_its_curriculum_variant_only(tmp_path):
+    from train.compare import SUITES
+
+    # the suite's U-Net has 7 levels (a 1x1 bottleneck at 128²), so its data are 256² and 128²
+    data_dir = make_dataset(tmp_path / "data", size=256, n_train=4, n_test=2)
+    low = make_dataset(tmp_path / "low", size=128, n_train=4, n_test=2)
+    argv = [sys.executable, "-m", "train", "compare", "curriculum", "--data", str(data_dir), "--out-dir",
+            str(tmp_path / "c"), "--seconds", "2", "--threads", "1", "--rows", "2", "--low-res-data", str(low)]
+    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    results = json.loads((tmp_path / "c" / "curriculum" / "results.json").read_text())
+    assert [x["variant"] for x in results] == [label for label, _ in SUITES["curriculum"]]
+    plain, curriculum = (json.loads((Path(x["run"]) / "metrics.json").read_text()) for x in results)
+    assert plain["config"]["low_res_data"] == "" and set(plain["steps_this_session_at"]) == {"256"}
+    assert curriculum["config"]["low_res_data"] == str(low) and curriculum["config"]["low_res_share"] == 0.75
+    assert curriculum["steps_this_session_at"]["128"] > 0
+    r = subprocess.run(argv[:-2], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--low-res-data" in r.stderr

@@ -46,7 +46,7 @@ quarters of the time, then on ``--data``; one after the other, scored at 256².
 trained model (``--init-from``: its G, EMA and D) for the same ``--seconds``, all at the same time
 with ``--threads`` each, with the recipe of the bundled models' stints (Adam 2e-4 on the budget
 schedule, a third constant then decaying to 0, EMA 0.999, bf16, channels-last), changing one thing:
-the D learning rate, the L1 weight, the freehand augmentation.
+the D learning rate, the L1 weight, the freehand augmentation, an R1 penalty on D.
 """
 
 from __future__ import annotations
@@ -105,10 +105,12 @@ SUITES: dict[str, list[tuple[str, dict[str, Any]]]] = {
                    ("128² for ¾, then 256²", {**WITH_EMA, "num_downs": 7, "low_res_share": 0.75})],
     "continue": [("continued", CONTINUED), ("+ D lr ÷ 5", {**CONTINUED, "lr_d": 4e-5}),
                  ("+ λ_L1 300", {**CONTINUED, "lambda_l1": 300.0}), ("+ λ_L1 1000", {**CONTINUED, "lambda_l1": 1000.0}),
-                 ("+ λ_L1 300, freehand 0.5", {**CONTINUED, "lambda_l1": 300.0, "freehand": 0.5})],
+                 ("+ λ_L1 300, freehand 0.5", {**CONTINUED, "lambda_l1": 300.0, "freehand": 0.5}),
+                 ("+ λ_L1 300, R1 0.01", {**CONTINUED, "lambda_l1": 300.0, "r1_gamma": 0.01})],
 }
 TIMED = ("recipe", "levers", "curriculum", "continue")  # suites that give each variant the same wall-clock budget
-NAMING_ONLY = ("init_steps", "low_res_data")  # schedule keys that are not fit options for every variant
+NAMING_ONLY = ("init_steps",)  # schedule keys that name a run but are not fit options
+VARIANT_ONLY = ("low_res_data",)  # schedule keys given only to the variants that use them
 PARALLEL = ("recipe", "continue")  # their variants train at the same time, so all see the same machine
 # OpenMoji's held-out cats and shoes first (the test split has two cats and a sandal), then a spread.
 ROW_PATTERNS = (r"cat face", r"kissing cat", r"sandal|shoe|boot", r"tropical fish", r"grinning face", r"house",
@@ -154,7 +156,8 @@ def train_variants(suite: str, data: str, out_dir: Path, schedule: dict[str, Any
         base = {} if suite in TIMED else COMPACT
         if options.get("low_res_share"):  # the curriculum's variant trains on the low-resolution pairs first
             base = {**base, "low_res_data": schedule["low_res_data"]}
-        argv = fit_argv(data, out_dir, name, {**base, **options}, schedule)
+        common = {k: v for k, v in schedule.items() if k not in VARIANT_ONLY}
+        argv = fit_argv(data, out_dir, name, {**base, **options}, common)
         if (folder / "checkpoints" / "last.pt").exists():
             argv = argv[:4] + ["--resume", "--out-dir", str(out_dir), "--name", name, "--no-progress"]
         log.info("%s: %s", label, " ".join(argv[1:]))
