@@ -177,8 +177,13 @@ def pick_rows(data: str, count: int) -> list[int]:
     return pick_examples([str(a) for a in d.get("annotations", d["names"])], ROW_PATTERNS, count)
 
 
+# PIL's built-in bitmap font has Latin-1 only: what the labels use beyond it, spelled out
+_PLAIN = str.maketrans({"²": "^2", "¾": "3/4", "λ": "lambda", "÷": "/", "→": "->"})
+
+
 def labelled(image: np.ndarray, labels: Sequence[str], cell: int, pad: int = 4, band: int = 18) -> np.ndarray:
     """The grid with a white band on top naming each column."""
+    labels = [text.translate(_PLAIN) for text in labels]
     h, w = image.shape[:2]
     canvas = Image.new("RGB", (w, h + band), "white")
     canvas.paste(Image.fromarray(image), (0, band))
