@@ -211,7 +211,6 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
     trainer = Trainer(cfg, size=min(sizes), in_channels=in_ch, out_channels=out_ch, device=device,
                       steps_per_epoch=spe, world=world)
     total = trainer.total_steps if not cfg.max_steps else min(trainer.total_steps, cfg.max_steps)
-    style = full.style
 
     def phase_at(step: int) -> Phase:
         """Which resolution this step trains at: the low one for the first low_res_share of the budget
@@ -370,7 +369,7 @@ def _fit(cfg: TrainConfig, rank: int, world: int, local_rank: int) -> dict[str, 
         plot_losses(history, out / "losses.png")
     final_eval = None
     if cfg.final_eval and held_out is not None:
-        final_eval, _ = evaluate_generator(trainer.G_out, held_out, seed=0, line_style=style,
+        final_eval, _ = evaluate_generator(trainer.G_out, held_out, seed=0, line_style=full.style,
                                            max_items=cfg.eval_max)
         trainer.G_out.set_training_mode()
     trained = images_seen - images_before
