@@ -46,7 +46,7 @@ quarters of the time, then on ``--data``; one after the other, scored at 256².
 trained model (``--init-from``: its G, EMA and D) for the same ``--seconds``, all at the same time
 with ``--threads`` each, with the recipe of the bundled models' stints (Adam 2e-4 on the budget
 schedule, a third constant then decaying to 0, EMA 0.999, bf16, channels-last), changing one thing:
-the D learning rate, the L1 weight, the freehand augmentation, an R1 penalty on D.
+the D learning rate, the L1 weight, the freehand augmentation, an R1 penalty on D (two weights).
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ SUITES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "continue": [("continued", CONTINUED), ("+ D lr ÷ 5", {**CONTINUED, "lr_d": 4e-5}),
                  ("+ λ_L1 300", {**CONTINUED, "lambda_l1": 300.0}), ("+ λ_L1 1000", {**CONTINUED, "lambda_l1": 1000.0}),
                  ("+ λ_L1 300, freehand 0.5", {**CONTINUED, "lambda_l1": 300.0, "freehand": 0.5}),
-                 ("+ λ_L1 300, R1 0.01", {**CONTINUED, "lambda_l1": 300.0, "r1_gamma": 0.01})],
+                 ("+ λ_L1 300, R1 0.01", {**CONTINUED, "lambda_l1": 300.0, "r1_gamma": 0.01}),
+                 ("+ λ_L1 300, R1 0.05", {**CONTINUED, "lambda_l1": 300.0, "r1_gamma": 0.05})],
 }
 TIMED = ("recipe", "levers", "curriculum", "continue")  # suites that give each variant the same wall-clock budget
 NAMING_ONLY = ("init_steps",)  # schedule keys that name a run but are not fit options
