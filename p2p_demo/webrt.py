@@ -12,18 +12,14 @@ it the app still works: every drawing renders on the server, and the status line
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import os
-import shutil
-import subprocess
 import tarfile
 import tempfile
 from importlib import resources
 from pathlib import Path
 
-from .files import atomic_write
+from .files import NpmPackError, atomic_write, npm_pack
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +59,11 @@ def fetch(where: Path | None = None, *, npm: str = "npm") -> Path:
     where = where or folder()
     if available(where):
         return where
-    if shutil.which(npm) is None:
-        raise RuntimeMissing(f"npm is not installed: cannot fetch {PACKAGE}@{VERSION} (the browser renderer); "
-                             "install npm (Debian: apt-get install npm) and run python -m p2p_demo fetch-web-runtime")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            done = subprocess.run([npm, "pack", f"{PACKAGE}@{VERSION}", "--silent"], cwd=tmp, capture_output=True,
-                                  text=True, timeout=600)
-        except subprocess.TimeoutExpired:
-            raise RuntimeMissing(f"npm pack {PACKAGE}@{VERSION} took over 10 minutes") from None
-        tgz = Path(tmp) / f"{PACKAGE}-{VERSION}.tgz"
-        if done.returncode != 0 or not tgz.is_file():
-            raise RuntimeMissing(f"npm pack {PACKAGE}@{VERSION} failed: {(done.stderr or done.stdout).strip()[-300:]}")
-        digest = "sha512-" + base64.b64encode(hashlib.sha512(tgz.read_bytes()).digest()).decode()
-        if digest != INTEGRITY:
-            raise RuntimeMissing(f"{tgz.name} does not match the pinned integrity ({digest[:24]}... != "
-                                 f"{INTEGRITY[:24]}...); refusing to serve it")
+            tgz = npm_pack(PACKAGE, VERSION, INTEGRITY, tmp, npm=npm)
+        except NpmPackError as e:
+            raise RuntimeMissing(f"{e} (the browser renderer; python -m p2p_demo fetch-web-runtime fetches it)") from None
         with tarfile.open(tgz) as tar:  # every file read before any lands
             files = {name: tar.extractfile(tar.getmember(f"package/dist/{name}")).read() for name in FILES}
         files[LICENSE] = licence_text().encode("utf-8")

@@ -294,3 +294,56 @@ def test_resumable_map_reuses_saved_chunks(tmp_path):
     assert set(got) == {"x0", "x1", "bad", "x3", "x4"}
     assert got["bad"] == (None, None, "unreadable")
     assert got["x3"][0].tolist() == np.full((4, 4), 3).tolist() and got["x3"][1].shape == (4, 4, 1)
+
+
+# -- Fluent Emoji 3D renders ------------------------------------------------------------------
+
+def _render(colour: tuple[int, int, int], side: int = 96) -> bytes:
+    """A shaded disc on a transparent square, as the package's WebP renders are."""
+    import io
+
+    yy, xx = np.mgrid[:side, :side]
+    r = np.hypot(yy - side / 2, xx - side / 2)
+    shade = np.clip(1.2 - r / side, 0, 1)[..., None]
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[..., :3] = (np.array(colour) * shade).astype(np.uint8)
+    rgba[..., 3] = np.where(r < side * 0.35, 255, 0)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "WEBP", lossless=True)
+    return buf.getvalue()
+
+
+def test_fluent3d_pairs_skin_tones_split_and_names(tmp_path):
+    import io
+    import tarfile
+
+    from train.sources.fluent3d import annotation, fluent3d_split
+
+    # 1f431 (cat face) is in OpenMoji's test split, 1f408 (cat) in train; a ZWJ sequence goes with its
+    # first code point; skin-tone variants are left out.
+    assert (fluent3d_split("1f431"), fluent3d_split("1f408")) == ("test", "train")
+    assert fluent3d_split("1f431-200d-1f4bb") == "test" and fluent3d_split("1f408-200d-2b1b") == "train"
+    assert annotation("1f468-200d-1f373") == "man cooking" and annotation("0023-fe0f-20e3") == "number sign"
+    stems = {"1f408": (230, 140, 40), "1f431": (240, 180, 60), "1f45f": (250, 200, 80), "1f45f-1f3fd": (160, 110, 60)}
+    tgz = tmp_path / "lobehub-fluent-emoji-3d-1.1.0.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        for stem, colour in stems.items():
+            data = _render(colour)
+            info = tarfile.TarInfo(f"package/assets/{stem}.webp")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / "fluent3d"
+    assert main(["fluent3d", "--package", str(tgz), "--out", str(out), "--size", "64", "--workers", "1"]) == 0
+    m = load_manifest(out)
+    assert m["licence"] == "MIT" and "Microsoft" in m["attribution"]
+    assert m["excluded"]["skin-tone variant (the same figure as its base emoji)"]["names"] == ["1f45f-1f3fd"]
+    test, train = load_prepared(out, "test"), load_prepared(out, "train")
+    assert list(test["names"]) == ["1f431"] and list(train["names"]) == ["1f408", "1f45f"]
+    assert list(train["annotations"]) == ["cat", "athletic shoe"]
+    # A: the photo path's canonical lines around the disc; B: the render on white, framed with the same box.
+    a, b = train["A"][0], train["B"][0]
+    assert set(np.unique(a)) <= {0, 255} and 0.01 < (a == 0).mean() < 0.3
+    assert (b[0, 0] == 255).all() and (b[32, 32] < 250).any()
+    ink = np.argwhere(a == 0)
+    disc = np.argwhere(b.min(axis=2) < 250)
+    assert np.abs(ink.mean(0) - disc.mean(0)).max() < 2  # aligned: both centred on the same point

@@ -1,6 +1,7 @@
 """Prepare paired training data: (edge map A, target B) arrays in a folder the trainer reads.
 
     python -m train prepare openmoji      --out data/openmoji-256 [--size 256]
+    python -m train prepare fluent3d      --out data/fluent3d-256 [--size 256]
     python -m train prepare fashion-mnist --out data/fmnist-64    [--size 64] [--limit N]
     python -m train prepare folder        --out data/my-photos --input DIR [--edges hed|canny]
     python -m train prepare aligned       --out data/edges2x   --input DIR [--direction AtoB|BtoA]
@@ -29,6 +30,7 @@ from typing import Sequence
 
 from train.sources.aligned import prepare_aligned
 from train.sources.fashion_mnist import FASHION_MNIST_DIR, prepare_fashion_mnist
+from train.sources.fluent3d import prepare_fluent3d
 from train.sources.folder import prepare_folder
 from train.sources.openmoji import OPENMOJI_DEFAULT_EXCLUDE, prepare_openmoji
 from train.writer import PrepareError
@@ -66,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep drawings whose line art is identical to an earlier one (skin tones, colour variants)")
     om.add_argument("--supersample", type=int, default=2, help="render at size x this before framing (default 2)")
 
+    fl = sub.add_parser("fluent3d", help="edges of Fluent Emoji 3D renders -> the shaded renders "
+                                         "(npm @lobehub/fluent-emoji-3d@1.1.0)")
+    common(fl, 256)
+    fl.add_argument("--package", help="lobehub-fluent-emoji-3d-1.1.0.tgz or its unpacked folder "
+                                      "(default: npm pack into the cache)")
+
     fm = sub.add_parser("fashion-mnist", help="Fashion-MNIST footwear: HED edges -> grayscale photos")
     common(fm, 64)
     fm.add_argument("--path", default=FASHION_MNIST_DIR, help="folder with the idx files (default %(default)s)")
@@ -90,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-SOURCES = {"openmoji": prepare_openmoji, "fashion-mnist": prepare_fashion_mnist,
+SOURCES = {"openmoji": prepare_openmoji, "fluent3d": prepare_fluent3d, "fashion-mnist": prepare_fashion_mnist,
            "folder": prepare_folder, "aligned": prepare_aligned}
 
 

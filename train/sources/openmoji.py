@@ -12,8 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import subprocess
 import tarfile
 import time
 from pathlib import Path
@@ -22,17 +20,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from p2p_demo import edges
+from p2p_demo.files import NpmPackError, npm_pack, sri_sha512
 from p2p_demo.image import load_image, to_gray
 from train.writer import Collector, Pair, PrepareError, common_manifest, default_line_style, imap, sha1_hex
 
 log = logging.getLogger(__name__)
 
 OPENMOJI_VERSION = "17.0.0"
-# sha512 of the npm tarball of openmoji@17.0.0: a cached or given archive is checked against it.
-OPENMOJI_SHA512 = (
-    "1019d8acd19d71dc3e3925e610d78d135c81351bbab4eada4e6a0ec946c99139"
-    "af4fff97113a7c4592d2245cc3de5acf73937d0b3b323e7453934569e14688f7"
-)
+# The registry's integrity of the npm tarball of openmoji@17.0.0: a cached or given archive is checked against it.
+OPENMOJI_INTEGRITY = "sha512-EBnYrNGdcdw+OSXmENeNE1yBNRu6tOraTmoOyUbJkTmvT/+XETp8RZLSJFzD3lrPc5N9CzsyPnRTk0Vp4UaI9w=="
 # Groups or subgroups whose line art is no drawing: a flag's line art is an empty rectangle, a
 # skin-tone swatch's an empty square. Matched against both `group` and `subgroups`.
 OPENMOJI_DEFAULT_EXCLUDE = ("flags", "subdivision-flag", "skin-tone")
@@ -61,31 +57,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("P2P_CACHE") or Path.home() / ".cache" / "p2p_demo")
 
 
-def _sha512(path: Path) -> str:
-    h = hashlib.sha512()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch_openmoji(dest: Path | None = None) -> Path:
     """The openmoji@17.0.0 npm tarball, from the cache or fetched once with ``npm pack``."""
-    dest = dest or cache_dir()
-    tgz = dest / f"openmoji-{OPENMOJI_VERSION}.tgz"
-    if tgz.is_file():
-        return tgz
-    npm = shutil.which("npm")
-    if npm is None:
-        raise PrepareError("npm is not installed: install Node.js/npm (apt-get install npm) or pass "
-                           "--package PATH to a downloaded openmoji-17.0.0.tgz or its unpacked folder")
-    dest.mkdir(parents=True, exist_ok=True)
-    log.info("fetching openmoji@%s with npm pack into %s", OPENMOJI_VERSION, dest)
-    r = subprocess.run([npm, "pack", f"openmoji@{OPENMOJI_VERSION}", "--pack-destination", str(dest)],
-                       capture_output=True, text=True)
-    if r.returncode != 0 or not tgz.is_file():
-        raise PrepareError(f"npm pack openmoji@{OPENMOJI_VERSION} failed: {(r.stderr or r.stdout).strip()[-500:]}")
-    return tgz
+    try:
+        return npm_pack("openmoji", OPENMOJI_VERSION, OPENMOJI_INTEGRITY, dest or cache_dir())
+    except NpmPackError as e:
+        raise PrepareError(f"{e}; or pass --package PATH to a downloaded openmoji-{OPENMOJI_VERSION}.tgz "
+                           "or its unpacked folder") from None
 
 
 def read_openmoji_package(package: Path) -> tuple[list[dict], dict[str, bytes], dict[str, bytes]]:
@@ -107,7 +85,7 @@ def read_openmoji_package(package: Path) -> tuple[list[dict], dict[str, bytes], 
             (black if parts[0] == "black" else color)[parts[2][: -len(".svg")]] = data()
 
     if package.is_file():
-        if package.name == f"openmoji-{OPENMOJI_VERSION}.tgz" and _sha512(package) != OPENMOJI_SHA512:
+        if package.name == f"openmoji-{OPENMOJI_VERSION}.tgz" and sri_sha512(package) != OPENMOJI_INTEGRITY:
             raise PrepareError(f"{package} does not match the published openmoji@{OPENMOJI_VERSION} tarball "
                                "(damaged download?); delete it and run again")
         try:
