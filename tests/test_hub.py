@@ -347,7 +347,7 @@ def test_the_project_registry_lists_the_hub_model_as_its_card_says():
     assert shoes.source == "hub" and shoes.filename == "pytorch_model.bin" and shoes.license == "mit"
     assert shoes.input == "edges" and shoes.generator == GeneratorConfig(layout="huggan", norm="instance")
     assert shoes.line_style["size"] == 256 and "black on white" in shoes.expects
-    for bundled in ("openmoji", "fmnist-shoes"):
+    for bundled in ("openmoji",):
         assert models[bundled].source == "bundled"
         assert models[bundled].available or models[bundled].problem
 
