@@ -324,6 +324,7 @@ def test_fluent3d_pairs_skin_tones_split_and_names(tmp_path):
     assert (fluent3d_split("1f431"), fluent3d_split("1f408")) == ("test", "train")
     assert fluent3d_split("1f431-200d-1f4bb") == "test" and fluent3d_split("1f408-200d-2b1b") == "train"
     assert annotation("1f468-200d-1f373") == "man cooking" and annotation("0023-fe0f-20e3") == "number sign"
+    assert annotation("1f3f4-e0067_e0062_e0077_e006c_e0073") == "waving black flag"
     stems = {"1f408": (230, 140, 40), "1f431": (240, 180, 60), "1f45f": (250, 200, 80), "1f45f-1f3fd": (160, 110, 60)}
     tgz = tmp_path / "lobehub-fluent-emoji-3d-1.1.0.tgz"
     with tarfile.open(tgz, "w:gz") as tar:

@@ -15,6 +15,7 @@ both splits and a drawing's split is the same in both emoji data sets.
 from __future__ import annotations
 
 import argparse
+import re
 import tarfile
 import time
 import unicodedata
@@ -45,11 +46,12 @@ def annotation(stem: str) -> str:
     """The emoji's Unicode name, e.g. "1f468-200d-1f373" -> "man cooking"; the code points where
     this Python's Unicode tables do not know it yet."""
     names = []
-    for cp in stem.split("-"):
-        ch = chr(int(cp, 16))
-        if cp in ("200d", "fe0f", "20e3"):  # joiner, emoji presentation, keycap: no word of their own
+    for cp in re.split("[-_]", stem):  # a subdivision flag's tag letters are joined with "_"
+        code = int(cp, 16)
+        # joiner, emoji presentation, keycap, tag letters: no word of their own
+        if code in (0x200D, 0xFE0F, 0x20E3) or 0xE0000 <= code <= 0xE007F:
             continue
-        name = unicodedata.name(ch, "")
+        name = unicodedata.name(chr(code), "") if code <= 0x10FFFF else ""
         if not name:
             return stem.upper()
         names.append(name.lower())
