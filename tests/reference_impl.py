@@ -5,9 +5,8 @@ pictures. For that check to mean anything this file must not share a shape with
 ``p2p_demo/nets.py``: there are no block classes here. Each network is a *table* of layers,
 transcribed from the layer lists in the project's reference notes (``shared/REFERENCE.md``), and
 one flat ``forward`` that walks the table (the encoder down, the decoder up, the skips kept in a
-list). Normalisation,
-activations and dropout are plain function calls; the modules only hold the weights, under the
-key names of the published checkpoints.
+list). Normalisation, activations and dropout are plain function calls; the modules only hold the
+weights, under the key names of the published checkpoints.
 
 * ``AuthorsUnet``: the PyTorch reference's ``unet_256`` (``num_downs=8``) / ``unet_128`` (7).
   Encoder: C(in→ngf) without norm, then [LeakyReLU 0.2, Conv, BatchNorm] per level, the innermost

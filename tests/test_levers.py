@@ -266,8 +266,14 @@ def test_evaluate_scores_variety_only_with_dropout(data_dir):
     torch.manual_seed(0)
     with_dropout = build_generator(GeneratorConfig(ngf=8, num_downs=6))
     without = build_generator(GeneratorConfig(ngf=8, num_downs=6, dropout=False))
-    m1, _ = evaluate_generator(with_dropout, data, variety_seeds=3)
-    m0, _ = evaluate_generator(without, data, variety_seeds=3)
+    m1, out1 = evaluate_generator(with_dropout, data, variety_seeds=3)
+    m0, out0 = evaluate_generator(without, data, variety_seeds=3)
     assert m1["variety"] > 0.001 and m1["variety_seeds"] == 3
     assert m0["variety"] == 0.0 and m0["variety_seeds"] == 1
-    assert m1["flat_std"] is None or m1["flat_std"] >= 0
+    # flat_std is the mean over the items whose target has flat pixels, of the output's local std there
+    targets = [data.B[i].permute(1, 2, 0).numpy() for i in range(len(data))]
+    for m, outs in ((m1, out1), (m0, out0)):
+        per_item = [s for s in (flat_std(y, t) for y, t in zip(outs, targets)) if s is not None]
+        assert per_item, "the test data should have flat target regions"
+        assert m["flat_std"] == pytest.approx(float(np.mean(per_item)))
+        assert m["flat_std"] > 0.1  # an untrained net's output is not flat anywhere
