@@ -606,3 +606,13 @@ def test_compare_curriculum_suite_gives_the_low_res_pairs_to_its_curriculum_vari
     assert curriculum["steps_this_session_at"]["128"] > 0
     r = subprocess.run(argv[:-2], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--low-res-data" in r.stderr
+
+
+def test_bf16_on_a_cpu_is_judged_by_its_flags():
+    from train.trainer import cpu_has_native_bf16
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    assert cpu_has_native_bf16(avx2) is False
+    assert cpu_has_native_bf16(avx2.replace("avx2", "avx2 avx512f avx512_bf16")) is True
+    assert cpu_has_native_bf16(avx2.replace("fma", "amx_bf16 amx_tile")) is True
+    assert cpu_has_native_bf16("processor\t: 0\n") is None  # no flags line (not x86 Linux): cannot tell

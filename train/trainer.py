@@ -15,6 +15,7 @@ import copy
 import logging
 import math
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -42,6 +43,23 @@ def check_patchgan_fits(n_layers: int, size: int) -> None:
         fits = max(k for k in range(6) if k == 0 or size >> k >= 3)
         raise ConfigError(f"--n-layers {n_layers} needs images of at least {3 << n_layers} px; these are {size} px "
                           f"(use --n-layers {fits} or less, or prepare the data at a larger --size)")
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); None where it cannot be told.
+
+    Without it oneDNN emulates bf16, and autocast makes training slower, not faster: measured on a
+    2-core AVX2 EPYC, a U-Net step took 14x longer in bf16 than in fp32.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def autocast(device: torch.device, amp: str) -> AbstractContextManager:
@@ -72,6 +90,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, *, size: int, in_channels: int, out_channels: int,
                  device: torch.device, steps_per_epoch: int, world: int = 1) -> None:
         self.cfg, self.device, self.world = cfg, device, world
+        if cfg.amp == "bf16" and device.type == "cpu" and cpu_has_native_bf16() is False:
+            log.warning("--amp bf16 on a CPU without hardware bf16 (no avx512_bf16 or amx_bf16 flag): oneDNN "
+                        "emulates it and training runs many times slower than fp32; use --amp none here")
         num_downs = cfg.num_downs or int(math.log2(size))
         if size % 2**num_downs:
             raise ConfigError(f"image size {size} is not a multiple of 2**num_downs = {2**num_downs}")
