@@ -24,7 +24,7 @@ except ImportError:
 import gradio as gr
 
 from p2p_demo import canvas as sketch
-from p2p_demo import web
+from p2p_demo import web, webrt
 from p2p_demo.files import atomic_write
 from p2p_demo.examples import example_paths
 from p2p_demo.image import encode_image, load_image
@@ -303,6 +303,9 @@ def build_app(weights_dir: str | os.PathLike | None = None, default_model: str |
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # ONNX Runtime Web for rendering in the browser, fetched while the model loads (a Space runs no
+    # set-up script); until it is there, or if it cannot be had, drawings render on the server.
+    webrt.fetch_in_background()
     try:
         demo = build_app()
     except (RuntimeError, ValueError) as e:  # no usable model: say so in one line

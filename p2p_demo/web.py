@@ -4,11 +4,18 @@ Routes (added to Gradio's FastAPI app through ``launch(app_kwargs=app_kwargs())`
 plain GET of a file or a small JSON, none of them renders anything):
 
 * ``/p2p/js/<name>``: this package's browser modules (``static/p2p_*.js``).
-* ``/p2p/ort/<version>/<name>``: ONNX Runtime Web (``p2p_demo.webrt``), and its ``LICENSE``.
-* ``/p2p/models.json``: the registry's models, which of them can render in the browser and why not.
+* ``/p2p/ort/<tag>/<name>``: ONNX Runtime Web (``p2p_demo.webrt``), and its ``LICENSE``; the tag is
+  the pinned version and its tarball's hash.
+* ``/p2p/models.json``: the registry's models, which of them can render in the browser and why not,
+  and whether the runtime is ready (the page polls it while the app fetches the runtime).
 * ``/p2p/model/<id>.json``: a browser-capable model's manifest (line style, dropout plan, ONNX URL);
-  ``/p2p/model/<id>/<key>.onnx``: its ONNX file (the server's own export, cached on disk by a hash
-  of the weights, ``p2p_demo.fast``), ``Cache-Control: immutable`` since the key names the content.
+  ``/p2p/model/<id>/<key>.onnx``: its ONNX file (:func:`browser_onnx` of the server's own export,
+  which ``p2p_demo.fast`` caches on disk by a hash of the weights).
+
+The runtime and the model files are large (14 MB of WASM, 7-14 MB of model) and served compressed:
+their brotli and gzip copies are made once (at fetch time, at the first export) and kept on disk;
+a request gets the copy its ``Accept-Encoding`` allows, else the file itself. Their URLs name their
+content, so they are cached for a year (``immutable``).
 
 Every response gets ``Cross-Origin-Opener-Policy: same-origin`` and ``Cross-Origin-Embedder-Policy:
 require-corp``: the page becomes cross-origin isolated, which WebAssembly threads need
@@ -23,6 +30,7 @@ import logging
 import re
 import threading
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from starlette.middleware import Middleware
@@ -38,6 +46,71 @@ MAX_BROWSER_MB = 64  # larger models (the Hub's 218 MB generator) always render 
 JS_FILES = ("p2p_browser.js", "p2p_masks.js", "p2p_strokes.js")
 ISOLATION = {b"cross-origin-opener-policy": b"same-origin", b"cross-origin-embedder-policy": b"require-corp"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,127}$")
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def browser_onnx(data: bytes) -> tuple[bytes, str]:
+    """The ONNX file the browser gets, and its variant's name (``fp16`` or ``fp32``).
+
+    Weights that fp16 holds exactly (the bundled models store theirs as fp16) travel as fp16 and are
+    cast back to fp32 when the session loads (ONNX Runtime folds the ``Cast`` into a constant): half
+    the bytes, the same numbers, so the same pictures. Any other model keeps its fp32 file.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(data)
+    graph = model.graph
+    weights = [t for t in graph.initializer if t.data_type == TensorProto.FLOAT and int(np.prod(t.dims)) >= 256]
+    arrays = [numpy_helper.to_array(t) for t in weights]
+    if not weights or any(not np.array_equal(a.astype(np.float16).astype(np.float32), a) for a in arrays):
+        return data, "fp32"
+    casts = []
+    for t, a in zip(weights, arrays):
+        half = numpy_helper.from_array(a.astype(np.float16), f"{t.name}.fp16")
+        t.CopyFrom(half)
+        casts.append(helper.make_node("Cast", [half.name], [half.name[:-len(".fp16")]], to=TensorProto.FLOAT,
+                                      name=f"{half.name}.cast"))
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)  # the casts first: nodes stay in topological order
+    return model.SerializeToString(), "fp16"
+
+
+def accepted(request: Request, offered: tuple[str, ...]) -> str | None:
+    """The first of ``offered`` content codings that the request's ``Accept-Encoding`` allows (a
+    coding named with ``q=0`` is refused, ``*`` allows the rest); None: send the file itself."""
+    allowed: dict[str, float] = {}
+    for part in request.headers.get("accept-encoding", "").split(","):
+        name, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if name.strip():
+            allowed[name.strip().lower()] = q
+    for coding in offered:
+        if allowed.get(coding, allowed.get("*", 0.0)) > 0:
+            return coding
+    return None
+
+
+def _encoded(request: Request, copies: dict[str, Any], media_type: str) -> Response:
+    """A file (bytes or a path) as the best stored copy the request accepts: ``copies`` maps a content
+    coding (``br``, ``gzip``) to that copy and ``"identity"`` to the file itself."""
+    coding = accepted(request, tuple(c for c in webrt.ENCODINGS if c in copies))
+    body = copies[coding or "identity"]
+    headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
+    if coding:
+        headers["Content-Encoding"] = coding
+    if isinstance(body, Path):
+        return FileResponse(body, media_type=media_type, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 class NotInBrowser(Exception):
@@ -49,7 +122,7 @@ class BrowserModels:
 
     def __init__(self, manager: Any) -> None:
         self.manager = manager
-        self._exports: dict[str, tuple[str, bytes, dict]] = {}
+        self._exports: dict[str, tuple[str, dict[str, bytes], dict]] = {}
         self._lock = threading.Lock()
 
     def why_not(self, model_id: str) -> str | None:
@@ -66,14 +139,14 @@ class BrowserModels:
         for label, mid in self.manager.choices():
             why = self.why_not(mid)
             models.append({"id": mid, "label": label, "browser": why is None, **({"why": why} if why else {})})
-        runtime = webrt.available()
-        return {"runtime": {"available": runtime, "version": webrt.VERSION, "base": f"p2p/ort/{webrt.VERSION}/",
-                            **({} if runtime else {"why": "ONNX Runtime Web is not installed on the server "
-                                                   "(python -m p2p_demo fetch-web-runtime)"})},
+        why = webrt.why()
+        return {"runtime": {"available": why is None, "state": webrt.state().value, "version": webrt.VERSION,
+                            "base": f"p2p/ort/{webrt.TAG}/", **({"why": why} if why else {})},
                 "models": models}
 
-    def export(self, model_id: str) -> tuple[str, bytes, dict]:
-        """(key, ONNX bytes, manifest) of a browser-capable model; loads it if needed."""
+    def export(self, model_id: str) -> tuple[str, dict[str, bytes], dict]:
+        """(key, the ONNX file's copies by content coding, manifest) of a browser-capable model; loads
+        it if needed. The copies: ``identity`` (the file itself, :func:`browser_onnx`), ``br``, ``gzip``."""
         why = self.why_not(model_id)
         if why:
             raise NotInBrowser(why)
@@ -84,21 +157,48 @@ class BrowserModels:
         data, plan = r.onnx_export()
         if len(data) > MAX_BROWSER_MB * 2**20:
             raise NotInBrowser(f"the model is {len(data) / 2**20:.0f} MB; the browser gets models up to {MAX_BROWSER_MB} MB")
-        from .fast import weights_key
+        from .fast import cache_dir, weights_key
 
-        key = weights_key(r.generator)
+        data, variant = browser_onnx(data)
+        key = f"{weights_key(r.generator)}-{variant}"
+        copies = _compressed_copies(data, cache_dir(), key)
         style = r.line_style
         info = self.manager.info(model_id)
         manifest = {
             "id": model_id, "name": info.name, "onnx": f"p2p/model/{model_id}/{key}.onnx", "bytes": len(data),
+            "weights": variant, "transfer": {c: len(b) for c, b in copies.items() if c != "identity"},
             "in_channels": r.in_channels, "multiple": r.generator.config.multiple,
             "style": {"size": style.size, "stroke_width": style.stroke_width, "margin": style.margin},
             "sampling": bool(info.dropout_sampling and r.generator.has_dropout),
             "plan": plan.to_dict(),
         }
         with self._lock:
-            self._exports[model_id] = (key, data, manifest)
-        return key, data, manifest
+            self._exports[model_id] = (key, copies, manifest)
+        return key, copies, manifest
+
+
+def _compressed_copies(data: bytes, folder: Path | None, key: str) -> dict[str, bytes]:
+    """``data`` and its compressed copies (``webrt.ENCODINGS``), read from ``folder/browser/<key>.onnx.<ext>``
+    when an earlier export stored them there (``folder`` None: made in memory every time)."""
+    from .files import atomic_write
+
+    copies = {"identity": data}
+    for coding in webrt.ENCODINGS:
+        path = folder / "browser" / f"{key}.onnx{webrt.SUFFIX[coding]}" if folder else None
+        try:
+            if path is not None and path.is_file():
+                copies[coding] = path.read_bytes()
+                continue
+        except OSError:
+            pass
+        copies[coding] = webrt.compress(data, coding)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, lambda p, b=copies[coding]: p.write_bytes(b))
+            except OSError as e:
+                log.warning("cannot cache the browser's model file in %s (%s); keeping it in memory", path.parent, e)
+    return copies
 
 
 def _models(request: Request) -> BrowserModels:
@@ -121,16 +221,16 @@ async def js_file(request: Request) -> Response:
 
 
 async def runtime_file(request: Request) -> Response:
-    version, name = request.path_params["version"], request.path_params["name"]
-    if version != webrt.VERSION or name not in (*webrt.FILES, webrt.LICENSE):
-        return _error(404, f"no such runtime file {version}/{name}")
+    tag, name = request.path_params["tag"], request.path_params["name"]
+    if tag != webrt.TAG or name not in (*webrt.FILES, webrt.LICENSE):
+        return _error(404, f"no such runtime file {tag}/{name}")
     if name == webrt.LICENSE:
         return Response(webrt.licence_text(), media_type="text/plain")
+    if webrt.state() is not webrt.State.READY:  # not there, or still landing and being compressed
+        return _error(404, webrt.why() or "ONNX Runtime Web is not ready")
     path = webrt.folder() / name
-    if not path.is_file():
-        return _error(404, "ONNX Runtime Web is not installed on the server (python -m p2p_demo fetch-web-runtime)")
-    media = "application/wasm" if name.endswith(".wasm") else "text/javascript"
-    return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    copies = {"identity": path, **{c: p for c in webrt.ENCODINGS if (p := webrt.compressed(path, c))}}
+    return _encoded(request, copies, "application/wasm" if name.endswith(".wasm") else "text/javascript")
 
 
 async def models_json(request: Request) -> Response:
@@ -169,8 +269,7 @@ async def model_onnx(request: Request) -> Response:
         entry = web._exports.get(model_id)
     if entry is None or entry[0] != key:  # only files a manifest handed out
         return _error(404, "no such model file; fetch the model's manifest first")
-    return Response(entry[1], media_type="application/octet-stream",
-                    headers={"Cache-Control": "public, max-age=31536000, immutable"})
+    return _encoded(request, entry[1], "application/octet-stream")
 
 
 class CrossOriginIsolation:
@@ -195,7 +294,7 @@ class CrossOriginIsolation:
 
 ROUTES = [
     Route("/p2p/js/{name}", js_file),
-    Route("/p2p/ort/{version}/{name}", runtime_file),
+    Route("/p2p/ort/{tag}/{name}", runtime_file),
     Route("/p2p/models.json", models_json),
     Route("/p2p/model/{model_id:path}/{key}.onnx", model_onnx),
     Route("/p2p/model/{model_id:path}.json", model_json),

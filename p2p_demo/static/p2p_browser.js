@@ -11,6 +11,7 @@ const ROOT = new URL('../../', import.meta.url);  // this file is <root>/p2p/js/
 const url = (path) => new URL(path, ROOT).href;
 const query = new URLSearchParams(window.location.search);
 const POLL_MS = 200;
+const LISTING_FETCHING_MS = 2000, LISTING_MS = 30000;  // how often to ask whether the runtime is ready
 
 const $ = (sel) => document.querySelector(sel);
 const state = {
@@ -233,11 +234,15 @@ function showBrowserViews(on) {  // Gradio scopes app CSS to "... .contain <rule
   document.body.classList.toggle('p2p-browser', on);
 }
 
+function showNote() {
+  const note = $('#sketch .p2p-note');
+  if (note) note.textContent = state.mode === 'server' && state.why ? `Rendering on the server: ${state.why}.` : '';
+}
+
 function setMode(mode) {
   const before = state.mode;
   state.mode = mode;
-  const note = $('#sketch .p2p-note');
-  if (note) note.textContent = mode === 'server' && state.why ? `Rendering on the server: ${state.why}.` : '';
+  showNote();
   showBrowserViews(mode === 'browser');
   if (mode === 'browser') {
     canvasApi.local = true;
@@ -272,8 +277,10 @@ async function switchMode() {
   }
   const why = wanted();
   if (why) {
+    const changed = why !== state.why;
     state.why = why;
     if (state.mode !== 'server') setMode('server');
+    else if (changed) showNote();
     return;
   }
   const opts = options();
@@ -297,15 +304,30 @@ export async function attach(api) {
     request(event === 'move' ? 'live' : 'final');
   });
   try {
-    state.listing = await (await fetch(url('p2p/models.json'))).json();
+    state.listing = await listing();
   } catch (err) {
     state.mode = 'server'; state.why = 'the app serves no browser renderer';
     return;
   }
-  let polling = false;
+  let polling = false, listed = performance.now();
   setInterval(async () => {
     if (polling) return;
     polling = true;
-    try { await switchMode(); } finally { polling = false; }
+    try {
+      // While the server fetches the runtime (it does at start), ask again until it is ready: the page
+      // then switches to the browser by itself, no reload.
+      const rt = state.listing.runtime;
+      if (!rt.available && performance.now() - listed > (rt.state === 'fetching' ? LISTING_FETCHING_MS : LISTING_MS)) {
+        listed = performance.now();
+        try { state.listing = await listing(); } catch (err) { /* the server is busy or gone: ask later */ }
+      }
+      await switchMode();
+    } finally { polling = false; }
   }, POLL_MS);
+}
+
+async function listing() {
+  const res = await fetch(url('p2p/models.json'), { cache: 'no-store' });
+  if (!res.ok) throw new Error(`HTTP ${res.status}`);
+  return res.json();
 }
