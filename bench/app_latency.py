@@ -39,11 +39,8 @@ os.environ.setdefault("GRADIO_PROFILING", "1")  # gradio's own per-request phase
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.chromium import CHROMIUM, CHROMIUM_ARGS, circle, free_port, stroke  # noqa: E402
 from bench.common import percentile  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 # In the page: remember the last pointerup time and the time each new output image finished loading.
 PAGE_PROBE = """
@@ -111,43 +108,19 @@ def pick_model(weights_dir: Path | None, model: str | None, stand_in_ngf: int | 
     return tmp, "stand-in", f"stand-in (no bundled model installed): {what}, random weights"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _circle(cx: float, cy: float, r: float, n: int = 24, start: float = 0.0, end: float = 2 * math.pi,
-            squash: float = 1.0) -> list[tuple[float, float]]:
-    return [(cx + r * math.cos(start + (end - start) * k / n), cy + squash * r * math.sin(start + (end - start) * k / n))
-            for k in range(n + 1)]
-
-
 # A cat's face as a person draws it with the mouse, in fractions of the canvas: head, two ears,
 # two eyes, a nose, a mouth and whiskers (for --screenshot-example -1).
 CAT_STROKES = [
-    _circle(0.5, 0.56, 0.27, n=36, squash=0.85),
+    circle(0.5, 0.56, 0.27, n=36, squash=0.85),
     [(0.29, 0.42), (0.31, 0.16), (0.44, 0.33)],
     [(0.56, 0.33), (0.69, 0.16), (0.71, 0.42)],
-    _circle(0.41, 0.5, 0.035, n=12), _circle(0.59, 0.5, 0.035, n=12),
+    circle(0.41, 0.5, 0.035, n=12), circle(0.59, 0.5, 0.035, n=12),
     [(0.47, 0.6), (0.53, 0.6), (0.5, 0.64), (0.47, 0.6)],
-    _circle(0.455, 0.66, 0.045, n=8, start=0.2, end=math.pi - 0.2),
-    _circle(0.545, 0.66, 0.045, n=8, start=0.2, end=math.pi - 0.2),
+    circle(0.455, 0.66, 0.045, n=8, start=0.2, end=math.pi - 0.2),
+    circle(0.545, 0.66, 0.045, n=8, start=0.2, end=math.pi - 0.2),
     [(0.36, 0.6), (0.16, 0.56)], [(0.36, 0.64), (0.17, 0.67)],
     [(0.64, 0.6), (0.84, 0.56)], [(0.64, 0.64), (0.83, 0.67)],
 ]
-
-
-def _stroke(page, canvas: dict, points: list[tuple[float, float]]) -> None:
-    """One pen stroke with the mouse through points given as fractions of the canvas box."""
-    xy = [(canvas["x"] + a * canvas["width"], canvas["y"] + b * canvas["height"]) for a, b in points]
-    page.mouse.move(*xy[0])
-    page.mouse.down()
-    for x, y in xy[1:]:
-        page.mouse.move(x, y, steps=2)
-    page.mouse.up()
 
 
 def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
@@ -170,7 +143,7 @@ def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
             fx, fy = 0.3 + 0.25 * ((i * 0.37) % 1), 0.25 + 0.4 * ((i * 0.61) % 1)
             pts = [(fx + dx, fy + dy) for dx, dy in [(0, 0), (0.05, 0.06), (0.1, 0.08), (0.14, 0.05)]]
             n_loads = page.evaluate("() => window.__bench.loads.length")
-            _stroke(page, canvas, pts)
+            stroke(page, canvas, pts)
             try:
                 page.wait_for_function("n => window.__bench.loads.length > n", arg=n_loads)
             except Exception:
@@ -192,8 +165,8 @@ def bench_browser(url: str, strokes: int, samples: int, screenshot: str | None,
                 page.locator("#examples button.gallery-item").nth(screenshot_example).click()
             else:
                 page.locator("#sketch [data-act=clear]").click()
-                for stroke in CAT_STROKES:
-                    _stroke(page, canvas, stroke)
+                for points in CAT_STROKES:
+                    stroke(page, canvas, points)
                     page.wait_for_timeout(100)
                 page.wait_for_timeout(1500)  # the pen-up render of the last stroke
             page.wait_for_function("n => window.__bench.loads.length > n", arg=n_loads)

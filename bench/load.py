@@ -233,7 +233,7 @@ def start_app(weights_dir: Path | None, model: str | None, timeout: float = 600.
     """``python app.py`` on a free loopback port; the process, its URL (once it answers) and its log file."""
     import httpx
 
-    from bench.app_latency import free_port
+    from bench.chromium import free_port
 
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
