@@ -1,11 +1,16 @@
-"""Rendering in the browser: model time per frame, frames per second while drawing, pen-up to picture.
+"""Rendering in the browser: the cold first load, then model time per frame, frames per second while
+drawing, pen-up to picture.
 
-    python -m bench.browser [--strokes 8] [--threads 1 2] [--model openmoji] [--samples 3]
+    python -m bench.browser [--strokes 8] [--threads 1 2] [--model openmoji] [--samples 3] [--cold 1]
 
 Runs the real app in-process on 127.0.0.1 with a bundled model, opens it in Debian's Chromium
 (headless, software painting, no GPU: WASM) once per thread count (``?threads=N``; the page is
 cross-origin isolated, so WASM threads work), and draws strokes of 60 pointer moves, one every 16 ms (a 60 Hz pen, dispatched in the page).
 
+* cold (a new browser, empty cache, as a first visitor): the page loads and a stroke is drawn at once;
+  MB over the wire (compressed bytes of every response finished, headers included, Chromium's own
+  count) until the first picture rendered in the browser is on screen, which files they were, and
+  the time from navigation start to that picture (and to the runtime and model being ready).
 * model ms per frame: ``session.run`` of the live frames (1 sample, 256²), in the page's clock.
 * frames/s while drawing: live frames finished between pointerdown and pointerup, over that time
   (the renderer draws the newest state whenever the last frame is done; frames never queue).
@@ -52,6 +57,53 @@ PROBE = """() => {
   addEventListener('pointerdown', () => __b.down.push(performance.now()), true);
   addEventListener('pointerup', () => __b.up.push(performance.now()), true);
 }"""
+
+
+def cold_page(url: str) -> dict:
+    """A first visit: a fresh browser profile (nothing cached), a stroke drawn as soon as the canvas is
+    there; the bytes received and the time until the first picture rendered in the browser."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.set_default_timeout(120_000)
+        cdp = page.context.new_cdp_session(page)
+        urls: dict[str, str] = {}
+        received: dict[str, tuple[int, str]] = {}  # request id -> (encoded bytes, content-encoding)
+        encodings: dict[str, str] = {}
+        cdp.on("Network.requestWillBeSent", lambda e: urls.__setitem__(e["requestId"], e["request"]["url"]))
+        cdp.on("Network.responseReceived", lambda e: encodings.__setitem__(
+            e["requestId"], {k.lower(): v for k, v in e["response"]["headers"].items()}.get("content-encoding", "")))
+        cdp.on("Network.loadingFinished", lambda e: received.__setitem__(
+            e["requestId"], (e["encodedDataLength"], encodings.get(e["requestId"], ""))))
+        cdp.send("Network.enable")
+        cdp.send("Network.setCacheDisabled", {"cacheDisabled": False})
+        page.goto(url, wait_until="commit")
+        page.wait_for_selector("#sketch canvas")
+        c = page.locator("#sketch canvas").first.bounding_box()
+        page.evaluate(PEN, [c["x"] + 0.3 * c["width"], c["y"] + 0.4 * c["height"], 0.4 * c["width"],
+                            0.2 * c["height"], 20])
+        # What the visitor is told meanwhile: the note under the canvas while the server renders.
+        page.wait_for_function("() => window.p2pBrowser && p2pBrowser.mode !== 'starting'")
+        note = page.locator("#sketch .p2p-note").inner_text()
+        page.wait_for_function("() => window.p2pBrowser && p2pBrowser.frames.length > 0")
+        got = dict(received)  # what had arrived when the picture was on screen
+        t = page.evaluate("() => ({first: p2pBrowser.frames[0].tFirst, ready: p2pBrowser.readyAt, "
+                          "load: performance.getEntriesByType('navigation')[0].loadEventEnd, "
+                          "ep: p2pBrowser.ep, threads: p2pBrowser.threads})")
+        browser.close()
+    parts: dict[str, list] = {}
+    for rid, (size, coding) in got.items():
+        u = urls.get(rid, "?")
+        name = ("runtime WASM" if u.endswith(".wasm") else "runtime JS" if "/p2p/ort/" in u
+                else "model" if u.endswith(".onnx") else "app scripts" if "/p2p/js/" in u else "page (Gradio)")
+        part = parts.setdefault(name, [0, set()])
+        part[0] += size
+        if name != "page (Gradio)":
+            part[1].add(coding or "identity")
+    return {**t, "note": note, "bytes": sum(v[0] for v in got.values()), "requests": len(got),
+            "parts": {k: (v[0], ", ".join(sorted(v[1]))) for k, v in parts.items()}}
 
 
 def run_page(url: str, threads: int | None, strokes: int, samples: int, counter: dict, proxy: bool = False) -> dict:
@@ -108,6 +160,7 @@ def main() -> None:
     ap.add_argument("--model", default="openmoji")
     ap.add_argument("--samples", type=int, default=3)
     ap.add_argument("--proxy", action="store_true", help="also run ONNX Runtime Web in its worker (?proxy=1)")
+    ap.add_argument("--cold", type=int, default=1, help="first visits to measure (a fresh browser each)")
     args = ap.parse_args()
 
     import app
@@ -128,6 +181,7 @@ def main() -> None:
     demo.launch(**app.LAUNCH_KWARGS, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                 quiet=True)
     try:
+        cold = [cold_page(demo.local_url) for _ in range(args.cold)]
         results = [((t, False), run_page(demo.local_url, t, args.strokes, args.samples, counter)) for t in args.threads]
         if args.proxy:
             results += [((t, True), run_page(demo.local_url, t, args.strokes, args.samples, counter, proxy=True))
@@ -136,6 +190,13 @@ def main() -> None:
         demo.close()
     print(f"model {args.model}, 256², {args.samples} samples at pen-up; headless Chromium (software, no GPU), "
           f"{os.cpu_count()} CPUs, load average {load_average()}; {args.strokes} strokes of {MOVES} moves at 60 Hz")
+    for i, r in enumerate(cold):
+        print(f"cold {i + 1} (empty cache, {r['ep'].upper()} {r['threads']} thread{'s' * (r['threads'] > 1)}): "
+              f"{r['bytes'] / 1e6:.1f} MB over the wire in {r['requests']} responses before the first in-browser "
+              f"picture, {r['first'] / 1000:.1f} s after navigation start (page load event {r['load'] / 1000:.1f} s, "
+              f"browser renderer ready {r['ready'] / 1000:.1f} s)")
+        print("    " + "; ".join(f"{name} {size / 1e6:.2f} MB{f' ({coding})' if coding else ''}"
+                                 for name, (size, coding) in sorted(r["parts"].items(), key=lambda kv: -kv[1][0])))
     print(f"{'runtime':<28}{'model p50':>10}{'p95':>7}{'frames/s':>10}{'moves/s':>9}{'pen-up p50':>12}"
           f"{'p95':>7}{'server req':>11}{'renders':>8}{'CPU s':>7}")
     for (t, proxy), r in results:

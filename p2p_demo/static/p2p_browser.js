@@ -245,6 +245,7 @@ function setMode(mode) {
   showNote();
   showBrowserViews(mode === 'browser');
   if (mode === 'browser') {
+    if (state.readyAt === undefined) state.readyAt = performance.now();  // for tests and the benchmark
     canvasApi.local = true;
     if (before !== 'browser') canvasApi.forget();
   } else {
