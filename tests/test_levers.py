@@ -4,6 +4,7 @@ training/ state a model folder carries) and the evaluation's fill and variety sc
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,14 @@ def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path):
         got = {k: v for k, v in module.state_dict().items() if v.is_floating_point()}
         for key, v in half(saved).items():
             torch.testing.assert_close(got[key], v, msg=f"{name} {key}")
+
+    # A new style (--ema-restart): G and D continue, the EMA starts anew from G, warmed up.
+    fresh = Trainer(replace(cfg, ema_restart=True), size=SIZE, in_channels=3, out_channels=3,
+                    device=torch.device("cpu"), steps_per_epoch=6)
+    fresh.init_from(load_init_source(str(folder)))
+    assert fresh.ema_steps == 0 and t.ema_steps >= 10_000
+    for key, v in half(ckpt1["G"]).items():
+        torch.testing.assert_close(fresh.G_ema.state_dict()[key], v, msg=f"EMA {key}")
 
     fit_mod.fit(cfg)
     folder2 = export(tmp_path / "runs" / "second" / "checkpoints" / "last.pt", tmp_path / "model2")

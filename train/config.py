@@ -66,6 +66,8 @@ class TrainConfig:
     init_std: float = 0.02
     ema_decay: float = 0.0  # keep an exponential moving average of G's weights (exported as the model); 0 = off
     init_from: str = ""  # start from a model folder / registry id / checkpoint: its G, EMA and D (see train.lineage)
+    # A new style from --init-from's weights: its EMA averaged a model of other data, so it starts anew from G.
+    ema_restart: bool = False
     # augmentation (on the device, in batch)
     jitter: bool = True  # resize S -> load_size, random crop back to S
     load_size: int = 0  # 0 = round(S * 286 / 256)

@@ -408,6 +408,8 @@ HELP = {
     "resume": "continue from <out-dir>/<name>/checkpoints/last.pt",
     "init_from": "start from a model (folder, registry id, Hub repo or checkpoint): its G, EMA and D; "
                  "its architecture options become the defaults; a larger --ngf widens its generator (train.widen)",
+    "ema_restart": "with --init-from on another data set (a new style): start the EMA anew from its generator, "
+                   "with the warm-up, instead of continuing its average of a model of other data",
     "ema_decay": "keep an EMA of G's weights with this decay (e.g. 0.999); it is what is shown and exported",
     "r1_gamma": "R1 penalty on D: gamma / 2 * |grad D(real)|^2 (Mescheder et al. 2018), lazily every 16th D step",
     "lambda_ms": "weight of the mode-seeking term between two dropout samples (Mao et al. 2019)",

@@ -210,7 +210,10 @@ class Trainer:
             log.info("--init-from %s: generator widened from ngf %d to %d (same function, Net2Net)",
                      source.spec, src.ngf, self.gen_config.ngf)
         load(self.G, generator, "generator")
-        if self.G_ema is not None:
+        if self.G_ema is not None and self.cfg.ema_restart:
+            load(self.G_ema, generator, "generator (EMA)")  # a new average, warmed up like a fresh run's
+            self.ema_steps = 0
+        elif self.G_ema is not None:
             load(self.G_ema, ema, "generator (EMA)")
             self.ema_steps = max(source.lineage.steps, 10_000)  # an average already: no warm-up
         if self.D is not None:
