@@ -107,7 +107,8 @@ def test_draw_examples_photo_and_models(page, tmp_path):
     out1 = wait_src_change(page, "#output", None)
     assert src(page, "#edges")
     assert len(set(gallery_digests(page, 3))) == 3
-    assert "3 samples, seed 0" in status(page)
+    # The status of the last step of the render ("sample 1 of 3" comes first): the gallery may show before it.
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('3 samples, seed 0')")
 
     # More samples: the slider's number box.
     box = page.locator("#samples input[type=number]")
@@ -269,10 +270,14 @@ def test_the_browser_renders_the_servers_pictures(openmoji_app, tmp_path):
         page.set_default_timeout(TIMEOUT_MS)
         requests: list[str] = []
         page.on("request", lambda r: requests.append(r.url))
+        codings: dict[str, str | None] = {}  # the runtime's binary and the model: how they travelled
+        page.on("response", lambda r: codings.__setitem__(r.url.rsplit(".", 1)[-1], r.headers.get("content-encoding"))
+                if r.url.endswith((".wasm", ".onnx")) else None)
         page.goto(openmoji_app.local_url)
         try:
             page.wait_for_function("() => window.p2pBrowser && p2pBrowser.mode === 'browser'")
             assert page.evaluate("() => crossOriginIsolated")  # COOP/COEP: WASM threads allowed
+            assert codings == {"wasm": "br", "onnx": "br"}  # Chromium offers brotli on localhost
             # A face: the outline, then two eyes; the server gets no request while the browser renders.
             before = len(requests)
             draw(page, [(0.3, 0.25), (0.7, 0.25), (0.75, 0.7), (0.5, 0.85), (0.25, 0.7), (0.3, 0.25)])

@@ -141,8 +141,8 @@ function paintTo(el, img) {
   el.getContext('2d').putImageData(img, 0, 0);
 }
 function edgesImage(edges, size) {
-  const img = new ImageData(size, size);
-  for (let i = 0; i < edges.length; i++) { img.data.set([edges[i], edges[i], edges[i], 255], i * 4); }
+  const img = new ImageData(size, size), d = img.data;
+  for (let i = 0, o = 0; i < edges.length; i++, o += 4) { d[o] = d[o + 1] = d[o + 2] = edges[i]; d[o + 3] = 255; }
   return img;
 }
 function setStatus(text) { const el = $('#p2p-status'); if (el) el.textContent = text; }
