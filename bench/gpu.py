@@ -100,7 +100,7 @@ def run(size: int = 256, reps: int = 100, bandwidth: float | None = None, tflops
 
     from p2p_demo.registry import ModelInfo
     from p2p_demo.render import Renderer
-    from p2p_demo.sampling import sample_seed
+    from p2p_demo.masks import sample_seeds, seeded_forward
 
     name = torch.cuda.get_device_name()
     bw, peak, source = _peaks(name, bandwidth, tflops)
@@ -113,19 +113,15 @@ def run(size: int = 256, reps: int = 100, bandwidth: float | None = None, tflops
             notes.append(note)
         info = ModelInfo(id=label, line_style={"size": size})
         g32 = copy.deepcopy(g_cpu).to("cuda", torch.float32).eval()
-        g32.set_inference_mode(per_image_stats=True, dropout=True)
         fast_r = Renderer(copy.deepcopy(g_cpu), info, device="cuda", backend="cuda-graph")
         eager_r = Renderer(copy.deepcopy(g_cpu), info, device="cuda", backend="torch")  # fp16 eager
         for batch in (1, 8):
             x = torch.rand(1, g_cpu.config.in_channels, size, size) * 2 - 1
-            gens = lambda: [torch.Generator().manual_seed(sample_seed(0, k)) for k in range(batch)]  # noqa: E731
             xb32 = x.to("cuda").expand(batch, -1, -1, -1)
 
             def eager32():
-                g32.set_dropout_generators(gens())
                 with torch.inference_mode():
-                    g32(xb32)
-                g32.set_dropout_generators(None)
+                    seeded_forward(g32, xb32, sample_seeds(0, range(batch)))
 
             def eager16():
                 with torch.inference_mode():

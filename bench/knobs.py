@@ -54,14 +54,15 @@ def variants(g, size: int, with_compile: bool) -> tuple[dict[str, Callable[[], o
     import torch
 
     from p2p_demo import fast
+    from p2p_demo.masks import DropoutPlan
 
     notes: list[str] = []
     threads = fast.physical_cores()
-    plan = fast.DropoutPlan.of(g)
+    plan = DropoutPlan.of(g)
     g.set_inference_mode(per_image_stats=True, dropout=True)
     mg = fast.MaskedGenerator(g, plan).eval()
     x = torch.rand(1, g.config.in_channels, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    masks = plan.draw([torch.Generator().manual_seed(1)], size, size)
+    masks = plan.draw([1], size, size)
     out: dict[str, Callable[[], object]] = {}
 
     def eager(n_threads: int, model=mg, inp=x, ms_=masks) -> Callable[[], object]:
@@ -74,11 +75,11 @@ def variants(g, size: int, with_compile: bool) -> tuple[dict[str, Callable[[], o
     out[f"torch eager, {threads} threads"] = eager(threads)
     out["torch eager, 1 thread"] = eager(1)
     cl = fast.MaskedGenerator(__import__("copy").deepcopy(g).to(memory_format=torch.channels_last), plan).eval()
-    cl.plan = fast.DropoutPlan.of(cl.generator)
+    cl.plan = DropoutPlan.of(cl.generator)
     out["torch channels_last"] = eager(threads, cl, x.contiguous(memory_format=torch.channels_last),
                                        [m.contiguous(memory_format=torch.channels_last) for m in masks])
     bf = fast.MaskedGenerator(__import__("copy").deepcopy(g).to(torch.bfloat16), plan).eval()
-    bf.plan = fast.DropoutPlan.of(bf.generator)
+    bf.plan = DropoutPlan.of(bf.generator)
     out["torch bf16"] = eager(threads, bf, x.bfloat16(), [m.bfloat16() for m in masks])
     try:
         with torch.inference_mode():

@@ -130,10 +130,11 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
     from . import fast
     from .hub import load_generator
+    from .masks import DropoutPlan
 
     generator, info = load_generator(args.model)
     generator.eval()
-    plan = fast.DropoutPlan.of(generator)
+    plan = DropoutPlan.of(generator)
     data = fast.export_onnx(generator, plan)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,7 +142,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     # Check the file against eager PyTorch on one seeded sample before calling it done.
     side = generator.config.multiple
     x = torch.rand(1, generator.config.in_channels, side, side, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    masks = plan.draw([torch.Generator().manual_seed(1)], side, side) if len(plan) else []
+    masks = plan.draw([1], side, side) if len(plan) else []
     with torch.no_grad():
         want = fast.MaskedGenerator(generator, plan)(x, *masks)
     got = fast.OnnxRunner(out.read_bytes(), plan)(x, masks)

@@ -1,14 +1,14 @@
 """Fast inference: ONNX Runtime on the CPU, fp16 + CUDA graphs on a GPU, same samples as eager.
 
 Both fast paths take the dropout masks as *inputs* instead of drawing them inside the network. The
-masks are drawn here exactly as ``SeededDropout`` draws them in eager PyTorch: each element a hash
-of (the sample's seed, the layer's number, the element's index), ``p2p_demo.masks``, the one
+masks are the ones eager PyTorch applies: each element a hash of (the sample's seed, the layer's
+number, the element's index), drawn by ``p2p_demo.masks`` (``DropoutPlan.draw``), the one
 definition, which ``static/p2p_masks.js`` repeats for the browser. A sample rendered by ONNX
 Runtime, a CUDA graph or ONNX Runtime Web is therefore the same sample as the eager one for the
 same seed (equal to float rounding). A mask already holds the ``1 / (1 - p)`` scale, so dropout
 off is simply masks of ones, the identity.
 
-* :class:`DropoutPlan`: which layers draw masks, in forward order, and their shapes at any size.
+* ``masks.DropoutPlan``: which layers take masks, in forward order, and their shapes at any size.
 * :func:`export_onnx`: the generator as ONNX with dynamic batch / height / width and one mask input
   per dropout layer (``x``, ``mask0``, ``mask1``, ...; output ``y``). Per-image normalisation
   exports as ``InstanceNormalization``.
@@ -31,7 +31,6 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -39,10 +38,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import masks as masks_mod
 from .files import atomic_write
-from .nets import Generator, SeededDropout
-from .sampling import layer_masks
+from .masks import DropoutPlan
+from .nets import Generator
 
 log = logging.getLogger(__name__)
 
@@ -55,73 +53,6 @@ DEFAULT_CACHE = Path.home() / ".cache" / "p2p_demo" / "onnx"
 
 # --------------------------------------------------------------------------------------------
 # Dropout masks as inputs
-
-
-@dataclass
-class DropoutPlan:
-    """The dropout layers of a generator in forward order, and how their shapes follow the input."""
-
-    modules: list[SeededDropout]
-    channels: list[int]
-    strides: list[tuple[int, int]]  # input (H, W) / this layer's (h, w)
-    probs: list[float]
-    layers: list[int]  # each module's SeededDropout.layer: its key in the mask hash
-
-    @classmethod
-    def of(cls, generator: Generator) -> "DropoutPlan":
-        """Probe one forward pass at the smallest valid size to find order and shapes."""
-        size = generator.config.multiple
-        seen: list[tuple[SeededDropout, tuple[int, ...]]] = []
-        hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((m, tuple(args[0].shape))))
-                 for m in generator.modules() if isinstance(m, SeededDropout)]
-        p = next(generator.parameters())
-        was_training = generator.training
-        generator.eval()  # a probe must not move BatchNorm running statistics
-        try:
-            with torch.no_grad():
-                generator(torch.zeros(1, generator.config.in_channels, size, size, device=p.device, dtype=p.dtype))
-        finally:
-            generator.train(was_training)
-            for h in hooks:
-                h.remove()
-        return cls(
-            modules=[m for m, _ in seen],
-            channels=[s[1] for _, s in seen],
-            strides=[(size // s[2], size // s[3]) for _, s in seen],
-            probs=[m.p for m, _ in seen],
-            layers=[m.layer for m, _ in seen],
-        )
-
-    def __len__(self) -> int:
-        return len(self.modules)
-
-    def shapes(self, height: int, width: int) -> list[tuple[int, int, int]]:
-        """One sample's mask shape (C, h, w) per layer for an input of height x width."""
-        return [(c, height // sh, width // sw) for c, (sh, sw) in zip(self.channels, self.strides)]
-
-    def draw(self, generators: Sequence[torch.Generator], height: int, width: int) -> list[torch.Tensor]:
-        """The masks SeededDropout would draw with these per-sample generators: (B, C, h, w) each.
-        Only each generator's seed counts (``initial_seed()``), as in SeededDropout."""
-        return self.draw_seeds([g.initial_seed() for g in generators], height, width)
-
-    def draw_seeds(self, seeds: Sequence[int], height: int, width: int) -> list[torch.Tensor]:
-        """The masks of samples with these per-sample seeds (``sample_seed(seed, k)``): (B, C, h, w)."""
-        return [layer_masks(seeds, layer, shape, p)
-                for shape, p, layer in zip(self.shapes(height, width), self.probs, self.layers)]
-
-    def to_dict(self) -> dict:
-        """What the browser needs to draw the same masks (``static/p2p_masks.js``)."""
-        return {"inputs": input_names(self)[1:], "channels": self.channels,
-                "strides": [list(s) for s in self.strides], "probs": self.probs, "layers": self.layers,
-                "masks_version": masks_mod.MASKS_VERSION}
-
-    def ones(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
-        """Dropout off: the identity."""
-        return [torch.ones(batch, *shape) for shape in self.shapes(height, width)]
-
-    def set(self, masks: Sequence[torch.Tensor] | None) -> None:
-        for i, m in enumerate(self.modules):
-            m.masks = None if masks is None else masks[i]
 
 
 class MaskedGenerator(nn.Module):
@@ -145,7 +76,7 @@ class MaskedGenerator(nn.Module):
 
 
 def input_names(plan: DropoutPlan) -> list[str]:
-    return ["x"] + [f"mask{i}" for i in range(len(plan))]
+    return ["x"] + plan.mask_names()
 
 
 def export_onnx(generator: Generator, plan: DropoutPlan | None = None) -> bytes:

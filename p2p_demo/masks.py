@@ -16,11 +16,24 @@ applied to the seed's two halves, the layer and the index; every step is a 32-bi
 JavaScript's ``Math.imul`` and ``>>> 0`` reproduce exactly (``static/p2p_masks.js`` is the twin of
 this file; ``tests/test_masks.py`` pins values of both). Changing anything here changes every
 seed's pictures: bump ``MASKS_VERSION`` and say so in the README.
+
+This is the one place masks are drawn. ``nets.SeededDropout`` only applies the masks it is given;
+every path gives them the same way, through a :class:`DropoutPlan` (the generator's dropout layers
+in forward order and their shapes at any input size): :func:`seeded_forward` for eager PyTorch
+(the Renderer's torch backend, training's evaluation), ``p2p_demo.fast`` for ONNX Runtime and CUDA
+graphs (the masks are graph inputs), ``static/p2p_masks.js`` in the browser (``plan.to_dict()``).
 """
 
 from __future__ import annotations
 
+import weakref
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
 import numpy as np
+import torch
+
+from .nets import Generator, SeededDropout
 
 MASKS_VERSION = 1
 _M = np.uint64(0xFFFFFFFF)
@@ -80,3 +93,109 @@ def keep(seed: int, layer: int, shape: tuple[int, ...], p: float) -> np.ndarray:
 def scaled(seed: int, layer: int, shape: tuple[int, ...], p: float) -> np.ndarray:
     """The float32 multiplier SeededDropout applies: kept units 1 / (1 - p), dropped 0."""
     return keep(seed, layer, shape, p).astype(np.float32) * np.float32(1.0 / (1.0 - p))
+
+
+def sample_seeds(seed: int, ks: Iterable[int]) -> list[int]:
+    """The dropout seeds of samples ``ks`` of a request seeded with ``seed``."""
+    return [sample_seed(seed, k) for k in ks]
+
+
+def layer_masks(seeds: Sequence[int], layer: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
+    """(B, *shape) float32 multipliers of one dropout layer for samples with these seeds."""
+    return torch.from_numpy(np.stack([scaled(s, layer, shape, p) for s in seeds]))
+
+
+@dataclass
+class DropoutPlan:
+    """The dropout layers of a generator in forward order, and how their shapes follow the input."""
+
+    modules: list[SeededDropout]
+    channels: list[int]
+    strides: list[tuple[int, int]]  # input (H, W) / this layer's (h, w)
+    probs: list[float]
+    layers: list[int]  # each module's SeededDropout.layer: its key in the mask hash
+
+    @classmethod
+    def of(cls, generator: Generator) -> "DropoutPlan":
+        """Probe one forward pass at the smallest valid size to find order and shapes."""
+        size = generator.config.multiple
+        seen: list[tuple[SeededDropout, tuple[int, ...]]] = []
+        hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((m, tuple(args[0].shape))))
+                 for m in generator.modules() if isinstance(m, SeededDropout)]
+        p = next(generator.parameters())
+        was_training = generator.training
+        generator.eval()  # a probe must not move BatchNorm running statistics
+        try:
+            with torch.no_grad():
+                generator(torch.zeros(1, generator.config.in_channels, size, size, device=p.device, dtype=p.dtype))
+        finally:
+            generator.train(was_training)
+            for h in hooks:
+                h.remove()
+        return cls(
+            modules=[m for m, _ in seen],
+            channels=[s[1] for _, s in seen],
+            strides=[(size // s[2], size // s[3]) for _, s in seen],
+            probs=[m.p for m, _ in seen],
+            layers=[m.layer for m, _ in seen],
+        )
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def shapes(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """One sample's mask shape (C, h, w) per layer for an input of height x width."""
+        return [(c, height // sh, width // sw) for c, (sh, sw) in zip(self.channels, self.strides)]
+
+    def draw(self, seeds: Sequence[int], height: int, width: int) -> list[torch.Tensor]:
+        """The masks of samples with these seeds (``sample_seed(seed, k)``): (B, C, h, w) per layer,
+        float32 on the CPU."""
+        return [layer_masks(seeds, layer, shape, p)
+                for shape, p, layer in zip(self.shapes(height, width), self.probs, self.layers)]
+
+    def mask_names(self) -> list[str]:
+        """The masks' input names in an ONNX export, in forward order."""
+        return [f"mask{i}" for i in range(len(self))]
+
+    def ones(self, batch: int, height: int, width: int) -> list[torch.Tensor]:
+        """Dropout off: the identity."""
+        return [torch.ones(batch, *shape) for shape in self.shapes(height, width)]
+
+    def to_dict(self) -> dict:
+        """What the browser needs to draw the same masks (``static/p2p_masks.js``)."""
+        return {"inputs": self.mask_names(), "channels": self.channels,
+                "strides": [list(s) for s in self.strides], "probs": self.probs, "layers": self.layers,
+                "masks_version": MASKS_VERSION}
+
+    def set(self, masks: Sequence[torch.Tensor] | None) -> None:
+        """Give each layer its masks (None: take them back)."""
+        for i, m in enumerate(self.modules):
+            m.masks = None if masks is None else masks[i]
+
+
+_plans: "weakref.WeakKeyDictionary[Generator, DropoutPlan]" = weakref.WeakKeyDictionary()
+
+
+def plan_of(generator: Generator) -> DropoutPlan:
+    """``DropoutPlan.of(generator)``, probed once per generator."""
+    plan = _plans.get(generator)
+    if plan is None:
+        plan = _plans[generator] = DropoutPlan.of(generator)
+    return plan
+
+
+def seeded_forward(generator: Generator, x: torch.Tensor, seeds: Sequence[int] | None) -> torch.Tensor:
+    """The generator on x (B, C, H, W) in the reference's test mode (per-image statistics): item b
+    with the masks of seed ``seeds[b]``, or dropout off for ``seeds=None``. Leaves the generator
+    in inference mode; its train / eval flag is left as it is."""
+    generator.set_inference_mode(per_image_stats=True, dropout=seeds is not None)
+    if seeds is None or not generator.has_dropout:
+        return generator(x)
+    if len(seeds) != x.shape[0]:
+        raise ValueError(f"{len(seeds)} dropout seeds for a batch of {x.shape[0]}")
+    plan = plan_of(generator)
+    plan.set([m.to(x.device, x.dtype) for m in plan.draw(seeds, *x.shape[-2:])])
+    try:
+        return generator(x)
+    finally:
+        plan.set(None)

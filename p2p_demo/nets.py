@@ -7,21 +7,21 @@ Two things make these differ from a plain port of the reference:
   generator in train mode at batch 1 at test time, which is exactly per-image statistics; doing it
   per image explicitly keeps that behaviour at any batch size, so n samples rendered in one batch
   equal the same samples rendered one by one.
-* ``SeededDropout`` draws each sample's dropout masks from that sample's own generator, for the
-  same reason: the masks of sample k do not depend on what else is in the batch.
+* ``SeededDropout`` applies the dropout masks it is given, one per sample (drawn from each
+  sample's seed by ``p2p_demo.masks``), for the same reason: the masks of sample k do not depend
+  on what else is in the batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .files import strict_from_dict
-from .sampling import layer_masks
 
 NORMS = ("batch", "instance")
 LAYOUTS = ("reference", "huggan")
@@ -103,20 +103,14 @@ class SampleNorm(nn.BatchNorm2d):
 
 
 class SeededDropout(nn.Module):
-    """Dropout whose masks are a hash of each sample's seed when per-sample generators are set.
+    """Dropout that applies the masks it is given: seeded, batch-independent samples.
 
-    The owning generator sets ``generators`` (a list, one per batch item) before a sampled forward
-    pass and clears it after; sample b's mask is ``p2p_demo.masks.keep(generators[b].initial_seed(),
-    self.layer, ...)``: only the generator's seed matters (seed it with
-    ``p2p_demo.sampling.sample_seed(seed, k)``), never its state, so the same seed gives the same mask
-    on every call, device and batch. Without generators it is ordinary ``F.dropout`` (training), and
+    ``masks``, when set, is a ready ``(B, C, H, W)`` multiplier already holding the ``1 / (1 - p)``
+    scale (ones = dropout off), drawn by ``p2p_demo.masks`` from each sample's seed and this layer's
+    number ``layer`` (``number_dropout_layers``). Eager PyTorch (``masks.seeded_forward``), an ONNX
+    export and a captured CUDA graph (``p2p_demo.fast``, where the masks are graph inputs) all
+    sample this one way. Without masks it is ordinary ``F.dropout`` (training), and
     ``enabled = False`` turns it into the identity (deterministic rendering).
-
-    ``layer`` is this layer's number in its generator (``number_dropout_layers``), part of the hash.
-
-    ``masks``, when set, wins over all of that: a ready ``(B, C, H, W)`` multiplier already holding
-    the ``1 / (1 - p)`` scale (ones = dropout off). It lets the masks be graph inputs, so an ONNX
-    export or a captured CUDA graph samples exactly like the eager path (see ``p2p_demo.fast``).
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -124,21 +118,14 @@ class SeededDropout(nn.Module):
         self.p = p
         self.layer = 0
         self.enabled = True
-        self.generators: Sequence[torch.Generator] | None = None
         self.masks: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.masks is not None:
-            return x * self.masks
+            return x * self.masks  # (B, C, H, W): 0 or 1 / (1 - p)
         if not self.enabled:
             return x
-        if self.generators is None:
-            return F.dropout(x, self.p, self.training)
-        if len(self.generators) != x.shape[0]:
-            raise ValueError(f"{len(self.generators)} dropout generators for a batch of {x.shape[0]}")
-        seeds = [g.initial_seed() for g in self.generators]
-        scale = layer_masks(seeds, self.layer, tuple(x.shape[1:]), self.p)  # (B, C, H, W): 0 or 1 / (1 - p)
-        return x * scale.to(device=x.device, dtype=x.dtype)
+        return F.dropout(x, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, layer={self.layer}"
@@ -178,12 +165,7 @@ class _SamplingMixin:
             m.stats = "batch"
         for m in self._modules_of(SeededDropout):
             m.enabled = True
-            m.generators = None
             m.masks = None
-
-    def set_dropout_generators(self, generators: Sequence[torch.Generator] | None) -> None:
-        for m in self._modules_of(SeededDropout):
-            m.generators = generators
 
     @property
     def has_dropout(self) -> bool:

@@ -2,9 +2,10 @@
 
 Sampling follows the reference's test mode on purpose: every image is normalised with its own
 statistics and dropout stays on, which is what the authors' published results use (eval-mode
-BatchNorm gives the blurry/black outputs users report). Seeds, masks and the rule whether a model
-is sampled at all live in ``p2p_demo.sampling``: sample k of a request has its own dropout seed, so
-a sample does not depend on the batch it was drawn in, the backend, or whether a browser drew it.
+BatchNorm gives the blurry/black outputs users report). Seeds and masks live in ``p2p_demo.masks``:
+sample k of a request has its own dropout seed, so a sample does not depend on the batch it was
+drawn in, the backend, or whether a browser drew it. Whether a model is sampled at all is decided
+here (``is_sampled``).
 ``deterministic=True`` turns dropout off: one canonical rendering, identical for every seed.
 
 Backends (``backend=``): ``torch`` runs the generator eagerly (fp32 on the CPU, fp16 on CUDA);
@@ -29,8 +30,8 @@ import torch
 from . import edges as edges_mod
 from .image import crop, load_image, pad_to_multiple, resize, to_images, to_tensor
 from .nets import Generator, pick_device
+from .masks import DropoutPlan, sample_seeds, seeded_forward
 from .registry import ModelInfo
-from .sampling import is_sampled, sample_seeds, seeded_forward
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ class RenderResult:
     images: list[np.ndarray]  # n uint8 (H, W, 3) renderings; images[0] is the main output
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     notes: list[str] = field(default_factory=list)  # what happened on the way, e.g. a CPU fallback
+
+
+def is_sampled(generator: Generator, info: ModelInfo, deterministic: bool = False) -> bool:
+    """Whether samples differ: dropout on, unless asked off (``deterministic``), or the model is
+    not made for it (``info.dropout_sampling`` false: models published for dropout-off rendering,
+    the huggan ones, give noise with dropout on), or it has no dropout at all."""
+    return not deterministic and info.dropout_sampling and generator.has_dropout
 
 
 def looks_like_drawing(rgb: np.ndarray) -> bool:
@@ -96,7 +104,7 @@ class Renderer:
         self.input_kind = info.input
         self.notes: list[str] = []  # of the last generate() call
         self._fast: Any = None  # fast.OnnxRunner | fast.CudaGraphRunner
-        self._plan: Any = None  # fast.DropoutPlan
+        self._plan: DropoutPlan | None = None  # the fast backends' masks
         self._cpu_fallback: Renderer | None = None
         self.backend = "torch"
         self._setup_backend(backend)
@@ -125,7 +133,7 @@ class Renderer:
                 self._plan = self._fast.plan
             else:
                 torch.backends.cudnn.benchmark = True  # per-shape algorithm choice, kept in the graphs
-                self._plan = fast.DropoutPlan.of(self.generator)
+                self._plan = DropoutPlan.of(self.generator)
                 self._fast = fast.CudaGraphRunner(self.generator, self._plan)
             self._warm_up()
         except Exception as e:  # an exporter or runtime that cannot handle this model: stay correct
@@ -135,7 +143,6 @@ class Renderer:
                         backend, type(e).__name__, e)
             self._fast = self._plan = None
             self.backend = "torch"
-            self.generator.set_dropout_generators(None)
 
     def _warm_up(self) -> None:
         side = max(self.line_style.size, 1)
@@ -183,7 +190,7 @@ class Renderer:
         return edges_mod.photo_to_edges(load_image(source), method=method, style=style).image
 
     def sampled(self, deterministic: bool = False) -> bool:
-        """Whether samples differ (``sampling.is_sampled``)."""
+        """Whether samples differ (``is_sampled``)."""
         return is_sampled(self.generator, self.info, deterministic)
 
     @torch.inference_mode()
@@ -242,7 +249,7 @@ class Renderer:
         if self.backend == "torch":
             return seeded_forward(self.generator, x.to(self.device, self.dtype), seeds)
         h, w = x.shape[-2:]
-        masks = self._plan.ones(len(ks), h, w) if seeds is None else self._plan.draw_seeds(seeds, h, w)
+        masks = self._plan.ones(len(ks), h, w) if seeds is None else self._plan.draw(seeds, h, w)
         return self._fast(x, masks)
 
     def onnx_export(self) -> tuple[bytes, Any]:
@@ -256,7 +263,7 @@ class Renderer:
             import copy
 
             cpu = copy.deepcopy(self.generator).to("cpu", torch.float32)
-            plan = fast.DropoutPlan.of(cpu)
+            plan = DropoutPlan.of(cpu)
             self._export = (fast.cached_export(cpu, plan, fast.cache_dir()), plan)
         return self._export
 

@@ -23,6 +23,7 @@ import torch
 from p2p_demo import hub, registry
 from p2p_demo.checkpoints import infer_config
 from p2p_demo.hub import load_generator
+from p2p_demo.masks import seeded_forward
 from p2p_demo.registry import HubUnavailable, ModelNotFound, WeightsError
 from p2p_demo.nets import GeneratorConfig, build_generator
 
@@ -36,10 +37,10 @@ from conftest import COMMIT, RunsCode, put_in_hf_cache  # noqa: E402
 def hash_masks(g, seed: int, size: int):
     """A mask_source for the reference network replaying, layer by layer in forward order, the keep
     masks our generator draws for one sample seeded ``seed`` (p2p_demo.masks)."""
-    from p2p_demo.fast import DropoutPlan
+    from p2p_demo.masks import DropoutPlan
 
     plan = DropoutPlan.of(g)
-    drawn = iter([m[0] > 0 for m in plan.draw_seeds([seed], size, size)])
+    drawn = iter([m[0] > 0 for m in plan.draw([seed], size, size)])
 
     def source(shape):
         keep = next(drawn)
@@ -124,11 +125,8 @@ def test_loader_reproduces_the_authors_unet(mode, authors_unet, authors_file, x2
     else:  # the reference's test mode exactly, both networks fed the same dropout masks
         net.train()
         ref.set_dropout(net, enabled=True, mask_source=hash_masks(g, 42, 256))
-        g.set_inference_mode(per_image_stats=True, dropout=True)
-        g.set_dropout_generators([torch.Generator().manual_seed(42)])
     expected = net(x256.clone())
-    got = g(x256)
-    g.set_dropout_generators(None)
+    got = seeded_forward(g, x256, [42]) if mode == "train_batch1_same_masks" else g(x256)
     assert got.shape == (1, 3, 256, 256)
     assert expected.std() > 0.02  # a real image, not a constant
     assert (got - expected).abs().max() < 1e-5
@@ -141,8 +139,7 @@ def test_the_three_modes_really_differ(authors_unet, authors_file, x256):
     outs = []
     for per_image, dropout, seed in [(False, False, None), (True, False, None), (True, True, 42)]:
         g.set_inference_mode(per_image_stats=per_image, dropout=dropout)
-        g.set_dropout_generators([torch.Generator().manual_seed(seed)] if seed else None)
-        outs.append(g(x256))
+        outs.append(seeded_forward(g, x256, [seed]) if seed else g(x256))
     assert (outs[0] - outs[1]).abs().max() > 1e-3 and (outs[1] - outs[2]).abs().max() > 1e-3
 
 
@@ -157,13 +154,9 @@ def test_loader_reproduces_the_huggan_unet(dropout, tmp_path, huggan_unet, x256)
     net = copy.deepcopy(huggan_unet).eval()
     if dropout:
         ref.set_dropout(net, enabled=True, mask_source=hash_masks(g, 7, 256))
-        g.set_inference_mode(dropout=True)
-        g.set_dropout_generators([torch.Generator().manual_seed(7)])
     else:
         ref.set_dropout(net, enabled=False)
-        g.set_inference_mode(dropout=False)
-    expected, got = net(x256), g(x256)
-    g.set_dropout_generators(None)
+    expected, got = net(x256), seeded_forward(g, x256, [7] if dropout else None)
     assert expected.std() > 0.02
     assert (got - expected).abs().max() < 1e-5
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from p2p_demo import fast, masks
+from p2p_demo import masks
+from p2p_demo.masks import DropoutPlan, sample_seed, seeded_forward
 from p2p_demo.nets import GeneratorConfig, SeededDropout, build_generator
-from p2p_demo.sampling import sample_seed
 
 JS = Path(__file__).resolve().parent.parent / "p2p_demo" / "static" / "p2p_masks.js"
 
@@ -65,21 +65,18 @@ console.log(JSON.stringify(out));
 
 def test_eager_dropout_and_the_plan_draw_the_hash_masks():
     g = build_generator(GeneratorConfig(in_channels=1, ngf=4, num_downs=7, norm="instance")).eval()
-    plan = fast.DropoutPlan.of(g)
+    plan = DropoutPlan.of(g)
     layers = [m.layer for m in g.modules() if isinstance(m, SeededDropout)]
     assert layers == list(range(len(layers))) and sorted(plan.layers) == layers
     seeds = [sample_seed(3, k) for k in range(2)]
-    drawn = plan.draw_seeds(seeds, 128, 128)
-    assert torch.equal(drawn[0], plan.draw([torch.Generator().manual_seed(s) for s in seeds], 128, 128)[0])
+    drawn = plan.draw(seeds, 128, 128)
     for i, (m, shape) in enumerate(zip(plan.modules, plan.shapes(128, 128))):
         want = np.stack([masks.scaled(s, m.layer, shape, m.p) for s in seeds])
         assert np.array_equal(drawn[i].numpy(), want)
     x = torch.randn(2, 1, 128, 128)
-    g.set_inference_mode(per_image_stats=True, dropout=True)
     with torch.no_grad():
-        g.set_dropout_generators([torch.Generator().manual_seed(s) for s in seeds])
-        eager = g(x)
-        g.set_dropout_generators(None)
+        eager = seeded_forward(g, x, seeds)
+        assert all(m.masks is None for m in plan.modules)  # taken back after the call
         plan.set(drawn)
         given = g(x)
         plan.set(None)

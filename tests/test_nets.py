@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from p2p_demo.masks import plan_of, seeded_forward
 from p2p_demo.nets import (GeneratorConfig, PatchDiscriminator, UNetGenerator, build_generator, count_parameters,
                            init_weights)
 
@@ -109,24 +110,15 @@ def test_patchgan_receptive_field_measured_by_gradient(n_layers):
 # Sampling
 
 
-def gens(*seeds: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(s) for s in seeds]
-
-
 @pytest.mark.parametrize("layout", ["reference", "huggan"])
 def test_seeded_sampling_same_seed_same_output_different_seed_different(layout):
     g = tiny(layout).eval()
     x = torch.randn(1, 3, size_of(layout), size_of(layout))
-    g.set_inference_mode(per_image_stats=True, dropout=True)
     with torch.no_grad():
-        g.set_dropout_generators(gens(1))
-        a = g(x)
+        a = seeded_forward(g, x, [1])
         torch.manual_seed(123)  # the global RNG must not matter
-        g.set_dropout_generators(gens(1))
-        b = g(x)
-        g.set_dropout_generators(gens(2))
-        c = g(x)
-    g.set_dropout_generators(None)
+        b = seeded_forward(g, x, [1])
+        c = seeded_forward(g, x, [2])
     assert torch.equal(a, b)
     assert (a - c).abs().max() > 1e-3
 
@@ -136,15 +128,9 @@ def test_a_batch_of_samples_equals_the_samples_drawn_one_by_one(layout):
     g = tiny(layout).eval()
     s = size_of(layout)
     x = torch.randn(3, 3, s, s)  # three different inputs, each with its own seed
-    g.set_inference_mode(per_image_stats=True, dropout=True)
     with torch.no_grad():
-        g.set_dropout_generators(gens(10, 11, 12))
-        batch = g(x)
-        single = []
-        for k in range(3):
-            g.set_dropout_generators(gens(10 + k))
-            single.append(g(x[k : k + 1]))
-    g.set_dropout_generators(None)
+        batch = seeded_forward(g, x, [10, 11, 12])
+        single = [seeded_forward(g, x[k : k + 1], [10 + k]) for k in range(3)]
     assert torch.allclose(batch, torch.cat(single), atol=1e-5, rtol=0)
 
 
@@ -159,19 +145,17 @@ def test_deterministic_mode_has_no_randomness(layout):
         a = g(x)
         torch.manual_seed(1)
         b = g(x)
-        g.set_dropout_generators(gens(5, 6))  # generators are ignored when dropout is off
-        c = g(x)
+        c = seeded_forward(g, x, None)  # the seeded forward with no seeds: the same
         d = g(x[1:])  # and each image is independent of the rest of the batch
-    g.set_dropout_generators(None)
     assert torch.equal(a, b) and torch.equal(a, c)
     assert torch.allclose(a[1:], d, atol=1e-5, rtol=0)
 
 
 def test_training_mode_uses_ordinary_random_dropout_and_batch_statistics():
     g = tiny()
-    g.set_inference_mode(per_image_stats=True, dropout=True)
-    g.set_dropout_generators(gens(1))
-    g.set_training_mode()  # clears generators, back to BatchNorm batch statistics
+    plan = plan_of(g)
+    plan.set(plan.ones(1, 64, 64))
+    g.set_training_mode()  # takes the masks back, back to BatchNorm batch statistics
     g.train()
     x = torch.randn(2, 3, 64, 64)
     torch.manual_seed(0)

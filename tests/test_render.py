@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from p2p_demo.masks import sample_seed, sample_seeds
 from p2p_demo.nets import GeneratorConfig, build_generator
 from p2p_demo.registry import ModelInfo
-from p2p_demo.render import Renderer, looks_like_drawing
-from p2p_demo.sampling import is_sampled, sample_seed, sample_seeds
+from p2p_demo.render import Renderer, is_sampled, looks_like_drawing
 
 from conftest import tiny_generator
 

@@ -153,7 +153,7 @@ def test_generator_trains_in_training_mode_and_samples_in_test_mode(data_dir):
 
     def mode(g):
         return ({m.stats for m in g.modules() if isinstance(m, SampleNorm)},
-                {m.enabled and m.generators is None for m in g.modules() if isinstance(m, SeededDropout)}, g.training)
+                {m.enabled and m.masks is None for m in g.modules() if isinstance(m, SeededDropout)}, g.training)
 
     t = make_trainer(TrainConfig(ngf=8, ndf=8))
     assert mode(t.G) == ({"batch"}, {True}, True)

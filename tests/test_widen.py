@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from p2p_demo.nets import GeneratorConfig, build_generator
-from p2p_demo.sampling import seeded_forward
+from p2p_demo.masks import seeded_forward
 from train import fit as fit_mod
 from train.config import ConfigError, TrainConfig
 from train.lineage import load_init_source

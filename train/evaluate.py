@@ -6,7 +6,7 @@ target) and prints the metrics.
 
 Mode: the reference's test mode, on purpose (it is what the app renders): every image normalised
 with its own statistics, dropout on, image i's dropout masks drawn from its own generator seeded
-with ``p2p_demo.sampling.sample_seed(seed, i)``. Results do not depend on the batch size and are
+with ``p2p_demo.masks.sample_seed(seed, i)``. Results do not depend on the batch size and are
 identical for a given seed. Outputs are quantised to uint8 (the PNG a user gets) before scoring.
 
 Metrics, per image then averaged over the split:
@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from p2p_demo.image import array_to_rgb as to_rgb, grid, resize, save_image, to_images
-from p2p_demo.sampling import sample_seeds, seeded_forward
+from p2p_demo.masks import sample_seeds, seeded_forward
 from train.checkpoint import checkpoint_generator, read_train_checkpoint
 from train.dataset import NotPrepared, PairedData, load_manifest
 from train.distributed import resolve_device
