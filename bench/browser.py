@@ -31,7 +31,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.app_latency import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
+from bench.chromium import CHROMIUM, CHROMIUM_ARGS, free_port  # noqa: E402
 from bench.common import load_average, percentile  # noqa: E402
 
 MOVES = 60  # pointer moves per stroke, one every 16 ms: about a second of drawing
