@@ -94,7 +94,8 @@ def pick_model(weights_dir: Path | None, model: str | None, stand_in_ngf: int | 
 
     from bench.common import DEFAULT_ARCH
     from p2p_demo.edges import LineStyle
-    from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+    from p2p_demo.nets import GeneratorConfig, build_generator
+    from train.discriminator import init_weights
 
     arch = {**DEFAULT_ARCH, **({"ngf": stand_in_ngf} if stand_in_ngf else {})}
     tmp = Path(tempfile.mkdtemp(prefix="p2p-bench-"))

@@ -172,7 +172,8 @@ def reference_generator():
     """The reference unet_256 (GeneratorConfig() defaults, 54.4 M parameters), random weights."""
     import torch
 
-    from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+    from p2p_demo.nets import GeneratorConfig, build_generator
+    from train.discriminator import init_weights
 
     torch.manual_seed(0)
     g = build_generator(GeneratorConfig())
@@ -185,7 +186,8 @@ def bench_models(*, include_stand_in: bool = True) -> list[BenchModel]:
     import torch
 
     from p2p_demo.hub import load_generator
-    from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+    from p2p_demo.nets import GeneratorConfig, build_generator
+    from train.discriminator import init_weights
     from p2p_demo.registry import ModelInfo, list_models
 
     out = []

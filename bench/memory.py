@@ -53,7 +53,8 @@ def weights_for_app(folder: Path) -> tuple[str | None, str]:
     import torch
 
     from p2p_demo.edges import LineStyle
-    from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+    from p2p_demo.nets import GeneratorConfig, build_generator
+    from train.discriminator import init_weights
 
     torch.manual_seed(0)
     g = build_generator(GeneratorConfig(**DEFAULT_ARCH))

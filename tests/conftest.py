@@ -21,8 +21,9 @@ from p2p_demo.edges import LineStyle, apply_box, photo_to_edges
 from p2p_demo.examples import example_paths
 from p2p_demo.hub import save_pretrained
 from p2p_demo.image import resize
-from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+from p2p_demo.nets import GeneratorConfig, build_generator
 from train.config import TrainConfig
+from train.discriminator import init_weights
 from train.dataset import PairedData
 from train.trainer import Trainer
 

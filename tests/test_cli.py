@@ -12,7 +12,8 @@ from PIL import Image
 from p2p_demo.__main__ import main
 from p2p_demo.edges import LineStyle
 from p2p_demo.hub import save_pretrained
-from p2p_demo.nets import GeneratorConfig, build_generator, init_weights
+from p2p_demo.nets import GeneratorConfig, build_generator
+from train.discriminator import init_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -209,7 +209,7 @@ def test_wrapped_and_prefixed_state_dicts_are_unwrapped_only_when_unambiguous(tm
     _, info = load_generator(tmp_path / "ddp.pth")
     assert "'module.' prefix removed" in info.notes
 
-    from p2p_demo.nets import PatchDiscriminator
+    from train.discriminator import PatchDiscriminator
     cfg = GeneratorConfig(ngf=8, num_downs=6, dropout=False)
     torch.save({"G": sd, "D": PatchDiscriminator(ndf=4).state_dict(), "generator_config": cfg.to_dict(), "step": 7},
                tmp_path / "last.pt")  # a training checkpoint: its generator_config is used (dropout off)
@@ -470,7 +470,7 @@ def test_files_that_are_not_weights_get_a_diagnosis(tmp_path):
 
 
 def test_a_discriminator_checkpoint_is_recognised_as_such(tmp_path):
-    from p2p_demo.nets import PatchDiscriminator
+    from train.discriminator import PatchDiscriminator
     torch.save(PatchDiscriminator(ndf=8).state_dict(), tmp_path / "latest_net_D.pth")
     with pytest.raises(WeightsError, match=r"latest_net_D\.pth: this is a PatchGAN discriminator .* latest_net_G\.pth"):
         load_generator(tmp_path / "latest_net_D.pth")

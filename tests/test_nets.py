@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from p2p_demo.masks import plan_of, seeded_forward
-from p2p_demo.nets import (GeneratorConfig, PatchDiscriminator, UNetGenerator, build_generator, count_parameters,
-                           init_weights)
+from p2p_demo.nets import GeneratorConfig, UNetGenerator, build_generator, count_parameters
+from train.discriminator import PatchDiscriminator, init_weights
 
 
 def tiny(layout: str = "reference", seed: int = 0, **kw) -> torch.nn.Module:

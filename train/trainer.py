@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from p2p_demo.nets import GeneratorConfig, PatchDiscriminator, build_generator, init_weights
+from p2p_demo.nets import GeneratorConfig, build_generator
 from train.config import ConfigError, TrainConfig
+from train.discriminator import PatchDiscriminator, init_weights
 from train.losses import d_in_channels, d_input, d_loss, g_loss, mode_seeking_loss, r1_penalty
 
 if TYPE_CHECKING:
