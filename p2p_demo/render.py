@@ -1,4 +1,9 @@
-"""Renderer: input (sketch, photo or ready image) -> edge map -> generator -> images.
+"""Renderer: one request (drawing, strokes or photo; n; seed) -> edge map -> generator -> pictures.
+
+``Renderer.render(RenderRequest(...))`` is the one call: it makes what the model sees, decides once
+whether the model is sampled, and returns the pictures with their timings (``render_steps`` gives
+sample 1 first, then all n: the same pictures). ``Renderer(source, n=..., seed=...)`` is the same
+call with the request's fields as keywords.
 
 Sampling follows the reference's test mode on purpose: every image is normalised with its own
 statistics and dropout stays on, which is what the authors' published results use (eval-mode
@@ -22,21 +27,53 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Union
 
 import numpy as np
 import torch
 
 from . import edges as edges_mod
-from .image import crop, load_image, pad_to_multiple, resize, to_images, to_tensor
+from .image import ImageSource, crop, load_image, pad_to_multiple, resize, to_images, to_tensor
 from .nets import Generator, pick_device
 from .masks import DropoutPlan, sample_seeds, seeded_forward
 from .registry import ModelInfo
+
+if TYPE_CHECKING:
+    from .fast import CudaGraphRunner, OnnxRunner
 
 log = logging.getLogger(__name__)
 
 EDGE_METHODS = ("auto", "hed", "canny", "sketch", "none")
 BACKENDS = ("auto", "torch", "onnx", "cuda-graph")
+
+# What a picture can be made from: a raster (bytes, path, PIL image, array, or an image-editor dict
+# {"background", "layers", "composite"}) or the canvas's vectors.
+Source = Union[ImageSource, dict, edges_mod.Strokes]
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """One render: what to draw from and how many pictures of which seed.
+
+    ``source`` is a drawing or a photo (see ``Source``); ``strokes``, when the drawing also has its
+    vectors (the canvas's), is what a model that takes edge maps redraws from (framed and redrawn as
+    the browser does); a model that takes images uses ``source``. ``edges`` is one of
+    ``EDGE_METHODS`` (see ``Renderer.make_edges``); ``size`` overrides the model's side.
+    """
+
+    source: Source
+    n: int = 1
+    seed: int = 0
+    deterministic: bool = False
+    edges: str = "auto"
+    strokes: edges_mod.Strokes | None = None
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if self.edges not in EDGE_METHODS:
+            raise ValueError(f"edges method must be one of {EDGE_METHODS}, got {self.edges!r}")
 
 
 @dataclass
@@ -45,6 +82,8 @@ class RenderResult:
     images: list[np.ndarray]  # n uint8 (H, W, 3) renderings; images[0] is the main output
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     notes: list[str] = field(default_factory=list)  # what happened on the way, e.g. a CPU fallback
+    sampled: bool = True  # whether the pictures differ (else images holds one picture n times)
+    complete: bool = True  # False: sample 1 only, the rest follow (Renderer.render_steps)
 
 
 def is_sampled(generator: Generator, info: ModelInfo, deterministic: bool = False) -> bool:
@@ -103,7 +142,7 @@ class Renderer:
         self.line_style = edges_mod.LineStyle.from_dict(info.line_style) if info.line_style else edges_mod.LineStyle()
         self.input_kind = info.input
         self.notes: list[str] = []  # of the last generate() call
-        self._fast: Any = None  # fast.OnnxRunner | fast.CudaGraphRunner
+        self._fast: OnnxRunner | CudaGraphRunner | None = None
         self._plan: DropoutPlan | None = None  # the fast backends' masks
         self._cpu_fallback: Renderer | None = None
         self.backend = "torch"
@@ -161,7 +200,7 @@ class Renderer:
         return cls(generator, info, device=device, backend=backend)
 
     # ---------------------------------------------------------------------------------------
-    def make_edges(self, source: Any, method: str = "auto", size: int | None = None) -> np.ndarray:
+    def make_edges(self, source: Source, method: str = "auto", size: int | None = None) -> np.ndarray:
         """What the generator will see, for a sketch / photo / image input.
 
         method: ``sketch`` (normalise a drawing), ``hed`` / ``canny`` (photo -> edges),
@@ -193,7 +232,6 @@ class Renderer:
         """Whether samples differ (``is_sampled``)."""
         return is_sampled(self.generator, self.info, deterministic)
 
-    @torch.inference_mode()
     def generate(self, model_input: np.ndarray, *, n: int = 1, seed: int = 0,
                  deterministic: bool = False, batch_size: int | None = None, first: int = 0) -> list[np.ndarray]:
         """Run the generator on one prepared input; n seeded samples (dropout on) or one canonical.
@@ -205,10 +243,15 @@ class Renderer:
         On CUDA, running out of memory retries with half the batch, down to one sample at a time,
         then renders the rest on the CPU; ``self.notes`` says when that happened.
         """
+        return self._pictures(model_input, n, seed, self.sampled(deterministic), batch_size, first)
+
+    @torch.inference_mode()
+    def _pictures(self, model_input: np.ndarray, n: int, seed: int, sampled: bool, batch_size: int | None = None,
+                  first: int = 0) -> list[np.ndarray]:
+        """``generate`` once it is decided whether the model is sampled."""
         if n < 1 or first < 0:
             raise ValueError(f"n must be at least 1 and first at least 0, got n={n}, first={first}")
         g = self.generator
-        sampled = self.sampled(deterministic)
         n_out = n if sampled else 1
         batch_size = batch_size or n_out
         self.notes = []
@@ -252,7 +295,7 @@ class Renderer:
         masks = self._plan.ones(len(ks), h, w) if seeds is None else self._plan.draw(seeds, h, w)
         return self._fast(x, masks)
 
-    def onnx_export(self) -> tuple[bytes, Any]:
+    def onnx_export(self) -> tuple[bytes, DropoutPlan]:
         """This model as ONNX (``fast.export_onnx``: fp32, masks as inputs) and its DropoutPlan, for
         ONNX Runtime Web. The ONNX backend's own file; otherwise exported (and cached) once."""
         from . import fast
@@ -289,12 +332,40 @@ class Renderer:
             self._cpu_fallback = Renderer(cpu, self.info, device="cpu")
         return self._cpu_fallback
 
-    def __call__(self, source: Any, *, edges: str = "auto", n: int = 1, seed: int = 0,
-                 deterministic: bool = False, size: int | None = None) -> RenderResult:
+    def render(self, request: RenderRequest) -> RenderResult:
+        """All n pictures of a request, with what the model saw and the time each stage took."""
+        (result,) = self.render_steps(request, first_alone=False)
+        return result
+
+    def render_steps(self, request: RenderRequest, *, first_alone: bool = True) -> Iterator[RenderResult]:
+        """A request in steps, for a live view: sample 1 as soon as it is ready (``complete`` False),
+        then all n, the same pictures as one ``render`` call (samples are numbered). One step when
+        there is nothing more to draw (n = 1, a model not sampled) or ``first_alone`` is False.
+
+        Timings are cumulative seconds spent in here (``edges``, ``model``, ``total``), not counting
+        the time the caller holds a step.
+        """
         t0 = time.perf_counter()
-        model_input = self.make_edges(source, edges, size)
-        t1 = time.perf_counter()
-        images = self.generate(model_input, n=n, seed=seed, deterministic=deterministic)
-        t2 = time.perf_counter()
-        return RenderResult(model_input, images, {"edges": t1 - t0, "model": t2 - t1, "total": t2 - t0},
-                            list(self.notes))
+        source = request.source
+        if request.strokes is not None and self.input_kind == "edges" and request.edges in ("auto", "sketch"):
+            source = request.strokes
+        model_input = self.make_edges(source, request.edges, request.size)
+        edges_s = time.perf_counter() - t0
+        sampled = self.sampled(request.deterministic)
+        n = request.n
+        parts = [(0, 1), (1, n - 1)] if first_alone and sampled and n > 1 else [(0, n)]
+        images: list[np.ndarray] = []
+        notes: list[str] = []
+        model_s = 0.0
+        for first, count in parts:
+            t1 = time.perf_counter()
+            images += self._pictures(model_input, count, request.seed, sampled, first=first)
+            model_s += time.perf_counter() - t1
+            notes += self.notes
+            yield RenderResult(model_input, list(images), {"edges": edges_s, "model": model_s, "total": edges_s + model_s},
+                               list(notes), sampled=sampled, complete=len(images) == n)
+
+    def __call__(self, source: Source, *, edges: str = "auto", n: int = 1, seed: int = 0,
+                 deterministic: bool = False, size: int | None = None) -> RenderResult:
+        """``render`` with the request's fields as keywords."""
+        return self.render(RenderRequest(source, n=n, seed=seed, deterministic=deterministic, edges=edges, size=size))

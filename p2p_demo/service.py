@@ -5,10 +5,15 @@ can get wrong (an empty canvas, a file that is not an image, a decompression bom
 cannot be downloaded) comes back as a ``UserMessage`` whose text can be shown as it is; nothing
 here raises anything else for bad input, so one bad request never takes the server down.
 
-Threads: Gradio calls these methods from its worker threads. A ``Renderer`` switches its
-generator's dropout generators per call, so renders are serialised by one lock; loading a model
-(possibly a long Hub download) takes a different lock, so strokes keep rendering with the loaded
-model while another one downloads.
+The service keeps what is the app's own: checking what a visitor sent, the cache of loaded
+models, and turning errors into sentences. Rendering is one ``Renderer.render_steps`` call per
+request (``p2p_demo.render.RenderRequest``): the renderer makes the edge map, decides whether the
+model is sampled, and returns the pictures with their timings.
+
+Threads: Gradio calls these methods from its worker threads. A render gives its generator's dropout
+layers their masks for the call, so renders are serialised by one lock; loading a model (possibly
+a long Hub download) takes a different lock, so strokes keep rendering with the loaded model while
+another one downloads.
 """
 
 from __future__ import annotations
@@ -21,9 +26,13 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .registry import ModelInfo
+    from .render import Renderer, RenderRequest, RenderResult
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +64,7 @@ class Output:
     samples: list[np.ndarray]
     edges: np.ndarray | None
     status: str
-    timings: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float | int | str] = field(default_factory=dict)  # seconds per stage, then n, seed, ...
     partial: bool = False  # more samples follow (render_sketch_live's first step)
 
     @classmethod
@@ -86,7 +95,7 @@ class ModelManager:
         self.weights_dir = Path(weights_dir) if weights_dir is not None else None
         self.device = device
         self.max_loaded = max(1, max_loaded)
-        self._hub_kwargs: dict[str, Any] = {} if self.weights_dir is None else {"weights_dir": self.weights_dir}
+        self._hub_kwargs: dict[str, Path] = {} if self.weights_dir is None else {"weights_dir": self.weights_dir}
         listed = registry.list_models(**self._hub_kwargs)
         # A bundled model whose folder is missing cannot be offered; say why once, in the log.
         for m in listed:
@@ -101,14 +110,14 @@ class ModelManager:
         if default not in self.models:
             raise ValueError(f"default model {default!r} is not an available registry model: {sorted(self.models)}")
         self.default = default
-        self._loaded: OrderedDict[str, Any] = OrderedDict()  # id -> Renderer, most recently used last
+        self._loaded: OrderedDict[str, Renderer] = OrderedDict()  # most recently used last
         self._render_lock = threading.Lock()
         self._load_lock = threading.Lock()
 
     # -- the registry --------------------------------------------------------------------------
     def choices(self) -> list[tuple[str, str]]:
         """(label, id) pairs for a dropdown, bundled models first."""
-        def label(m: Any) -> str:
+        def label(m: ModelInfo) -> str:
             if m.source == "bundled":
                 return m.name or m.id
             size = f", {m.size_mb:.0f} MB" if m.size_mb and not m.cached else ""
@@ -117,7 +126,7 @@ class ModelManager:
         ordered = sorted(self.models.values(), key=lambda m: m.source != "bundled")
         return [(label(m), m.id) for m in ordered]
 
-    def info(self, model_id: str) -> Any:
+    def info(self, model_id: str) -> ModelInfo:
         try:
             return self.models[model_id]
         except (KeyError, TypeError):
@@ -140,7 +149,7 @@ class ModelManager:
         return model_id in self._loaded
 
     # -- loading -------------------------------------------------------------------------------
-    def renderer(self, model_id: str, progress: Progress | None = None) -> Any:
+    def renderer(self, model_id: str, progress: Progress | None = None) -> Renderer:
         """The Renderer of a registry model, loading (and downloading) it if needed."""
         from . import registry
         from .render import Renderer
@@ -194,73 +203,40 @@ class ModelManager:
         self._warm(self.renderer(model_id or self.default))
         return time.perf_counter() - t0
 
-    def _warm(self, r: Any) -> None:
+    def _warm(self, r: Renderer) -> None:
+        from .render import RenderRequest
+
         drawing = np.full((256, 256), 255, np.uint8)
         drawing[60:200, 126:130] = 0
         drawing[126:130, 60:200] = 0
         with self._render_lock:
-            r(drawing, edges="sketch" if r.input_kind == "edges" else "none", n=1, seed=0)
+            r.render(RenderRequest(drawing, edges="sketch" if r.input_kind == "edges" else "none"))
 
     # -- rendering -----------------------------------------------------------------------------
-    def render_sketch(self, value: Any, *, model_id: str, n: Any = 1, seed: Any = 0,
-                      deterministic: Any = False) -> Output:
+    def render_sketch(self, value: object, *, model_id: str, n: object = 1, seed: object = 0,
+                      deterministic: object = False) -> Output:
         """Render the sketch canvas's value: a PNG data URL (``p2p_demo.canvas``), "" when blank.
 
         A blank or cleared canvas is not an error: it gives an empty Output with a hint. A value
         the canvas cannot have sent is refused with a UserMessage.
         """
-        from .canvas import CanvasError, decode, strokes
-
-        try:
-            png = decode(value)
-            vectors = strokes(png) if png is not None else None
-        except CanvasError as e:
-            raise UserMessage(f"Cannot read the drawing: {e}. Clear the canvas and draw again.") from e
-        if png is None:  # never drawn, or cleared
+        request = self._sketch_request(value, n, seed, deterministic)
+        if request is None:
             return Output.empty(EMPTY_SKETCH)
-        # Strokes are framed and redrawn from their vectors, as the browser does (for models that take
-        # edge maps); a drawing started from an example picture goes through the raster pipeline.
-        if vectors is not None and self.renderer(model_id).input_kind == "edges":
-            source: Any = vectors
-        else:
-            source = png
-        return self._render(source, "sketch", model_id=model_id, n=n, seed=seed,
-                            deterministic=deterministic, empty=EMPTY_SKETCH)
+        return next(self._render(request, model_id=model_id, empty=EMPTY_SKETCH))
 
-    def render_sketch_live(self, value: Any, *, model_id: str, n: Any = 1, seed: Any = 0,
-                           deterministic: Any = False) -> Iterator[Output]:
+    def render_sketch_live(self, value: object, *, model_id: str, n: object = 1, seed: object = 0,
+                           deterministic: object = False) -> Iterator[Output]:
         """render_sketch in two steps, for the live canvas: the output (sample 1) as soon as it is
         ready, then all n samples. Same pictures as one render_sketch call (samples are numbered)."""
-        n, seed, deterministic = _options(n, seed, deterministic)
-        head = self.render_sketch(value, model_id=model_id, n=1, seed=seed, deterministic=deterministic)
-        r, info = self.renderer(model_id), self.info(model_id)
-        sampled = _sampled(r, info, deterministic)
-        if head.image is None or n == 1:
-            yield head
+        request = self._sketch_request(value, n, seed, deterministic)
+        if request is None:
+            yield Output.empty(EMPTY_SKETCH)
             return
-        if not sampled:  # every sample is the same picture
-            yield Output(head.image, [head.image] * n, head.edges, head.status, {**head.timings, "n": n})
-            return
-        head.status = _status(info.name, r.device.type, 1, seed, True, False, head.timings["model"],
-                              head.timings["edges"], of=n)
-        head.partial = True
-        yield head
-        t0 = time.perf_counter()
-        try:
-            with self._render_lock:
-                rest = r.generate(head.edges, n=n - 1, seed=seed, first=1)
-        except Exception as e:  # as in _render: say so, log it, keep serving
-            log.exception("render failed (model %s, samples 2-%d)", model_id, n)
-            raise UserMessage(f"Rendering failed ({type(e).__name__}: {e}).") from e
-        model_s = head.timings["model"] + time.perf_counter() - t0
-        samples = [head.image, *rest]
-        timings = {**head.timings, "model": round(model_s, 4), "n": n,
-                   "request": round(head.timings["request"] + time.perf_counter() - t0, 4)}
-        yield Output(head.image, samples, head.edges,
-                     _status(info.name, r.device.type, n, seed, True, False, model_s, head.timings["edges"]), timings)
+        yield from self._render(request, model_id=model_id, empty=EMPTY_SKETCH, live=True)
 
-    def render_upload(self, file: Any, *, model_id: str, n: Any = 1, seed: Any = 0,
-                      deterministic: Any = False, edges: str = "auto") -> Output:
+    def render_upload(self, file: object, *, model_id: str, n: object = 1, seed: object = 0,
+                      deterministic: object = False, edges: str = "auto") -> Output:
         """Render an uploaded file: a path, or Gradio's file payload ({"path": ...}) unprocessed.
 
         The file is decoded here, by ``load_image``, and not by Gradio, so every bad upload gets
@@ -271,62 +247,83 @@ class ModelManager:
             return Output.empty(EMPTY_UPLOAD)
         if not isinstance(path, (str, os.PathLike)):
             raise UserMessage("expected an image file")
-        from .render import EDGE_METHODS
+        from .render import EDGE_METHODS, RenderRequest
 
         if edges not in EDGE_METHODS:
             raise UserMessage(f"edges must be one of {', '.join(EDGE_METHODS)}, got {edges!r}")
-        return self._render(str(path), edges, model_id=model_id, n=n, seed=seed,
-                            deterministic=deterministic, empty=None)
+        n, seed, deterministic = _options(n, seed, deterministic)
+        request = RenderRequest(str(path), n=n, seed=seed, deterministic=deterministic, edges=edges)
+        return next(self._render(request, model_id=model_id, empty=None))
 
-    def _render(self, source: Any, edges: str, *, model_id: str, n: Any, seed: Any,
-                deterministic: Any, empty: str | None) -> Output:
+    def _sketch_request(self, value: object, n: object, seed: object, deterministic: object) -> RenderRequest | None:
+        """The request for a canvas value (None: a blank canvas). Strokes are redrawn from their
+        vectors, as the browser does, for models that take edge maps; a drawing started from an
+        example picture goes through the raster pipeline."""
+        from .canvas import CanvasError, decode, strokes
+        from .render import RenderRequest
+
+        n, seed, deterministic = _options(n, seed, deterministic)
+        try:
+            png = decode(value)
+            vectors = strokes(png) if png is not None else None
+        except CanvasError as e:
+            raise UserMessage(f"Cannot read the drawing: {e}. Clear the canvas and draw again.") from e
+        if png is None:  # never drawn, or cleared
+            return None
+        return RenderRequest(png, n=n, seed=seed, deterministic=deterministic, edges="sketch", strokes=vectors)
+
+    def _render(self, request: RenderRequest, *, model_id: str, empty: str | None,
+                live: bool = False) -> Iterator[Output]:
+        """The request's Outputs: one, or (``live``) sample 1 first, then all n. Any failure
+        becomes a UserMessage; nothing drawn becomes ``Output.empty(empty)`` when ``empty`` is set."""
         from .edges import NothingDrawn
         from .image import ImageError
 
-        n, seed, deterministic = _options(n, seed, deterministic)
         r = self.renderer(model_id)
-        info = self.info(model_id)
-        sampled = _sampled(r, info, deterministic)
-        t0 = time.perf_counter()
-        try:
-            with self._render_lock:
-                result = r(source, edges=edges, n=n if sampled else 1, seed=seed, deterministic=not sampled)
-        except NothingDrawn as e:
-            if empty is not None:
-                return Output.empty(empty)
-            raise UserMessage(f"No lines found in this image ({e}); try a photo with a clear subject, "
-                              "or the Canny edges.") from e
-        except ImageError as e:
-            raise UserMessage(f"Cannot use this file: {e}") from e
-        except MemoryError as e:
-            raise UserMessage("This image is too large to process; use a smaller one.") from e
-        except Exception as e:  # a bug or an input nobody foresaw: say so, log it, keep serving
-            log.exception("render failed (model %s, edges %s)", model_id, edges)
-            raise UserMessage(f"Rendering failed ({type(e).__name__}: {e}).") from e
-        timings = {k: round(v, 4) for k, v in result.timings.items()}
-        timings["request"] = round(time.perf_counter() - t0, 4)
-        samples = result.images
-        status = _status(info.name, r.device.type, len(samples), seed, sampled, deterministic,
-                         result.timings["model"], result.timings["edges"])
-        timings.update(model_id=model_id, n=len(samples), seed=seed, device=r.device.type)
-        return Output(samples[0], samples, result.edges, status, timings)
+        steps = r.render_steps(request, first_alone=live)
+        request_s = 0.0  # the time spent here, not counting the caller's between steps
+        while True:
+            t0 = time.perf_counter()
+            try:
+                with self._render_lock:
+                    result = next(steps, None)
+            except NothingDrawn as e:
+                if empty is not None:
+                    yield Output.empty(empty)
+                    return
+                raise UserMessage(f"No lines found in this image ({e}); try a photo with a clear subject, "
+                                  "or the Canny edges.") from e
+            except ImageError as e:
+                raise UserMessage(f"Cannot use this file: {e}") from e
+            except MemoryError as e:
+                raise UserMessage("This image is too large to process; use a smaller one.") from e
+            except Exception as e:  # a bug or an input nobody foresaw: say so, log it, keep serving
+                log.exception("render failed (model %s, edges %s)", model_id, request.edges)
+                raise UserMessage(f"Rendering failed ({type(e).__name__}: {e}).") from e
+            if result is None:
+                return
+            request_s += time.perf_counter() - t0
+            yield self._output(model_id, r, request, result, request_s, live)
+
+    def _output(self, model_id: str, r: Renderer, request: RenderRequest, result: RenderResult, request_s: float,
+                live: bool) -> Output:
+        """One render for the UI. A model that is not sampled gives one picture (the live canvas
+        shows it n times, as its gallery has n places)."""
+        samples = result.images if result.sampled or live else result.images[:1]
+        n, seed = len(samples), request.seed
+        if result.sampled:
+            how = f"sample 1 of {request.n}, seed {seed}" if not result.complete else f"{n} sample{'s' * (n > 1)}, seed {seed}"
+        else:
+            how = ("deterministic" if request.deterministic
+                   else "deterministic (this model is meant to run with dropout off)")
+        status = (f"{self.info(model_id).name} · {how} · model {_ms(result.timings['model'])}, edges {_ms(result.timings['edges'])} "
+                  f"on the server ({r.device.type.upper()})")
+        timings: dict[str, float | int | str] = {k: round(v, 4) for k, v in result.timings.items()}
+        timings.update(request=round(request_s, 4), model_id=model_id, n=n, seed=seed, device=r.device.type)
+        return Output(samples[0], samples, result.edges, status, timings, partial=not result.complete)
 
 
-def _sampled(r: Any, info: Any, deterministic: bool) -> bool:
-    """The renderer's own rule (``Renderer.sampled``), which the CLI and the Python API use too."""
-    return r.sampled(deterministic)
-
-
-def _status(name: str, device: str, n: int, seed: int, sampled: bool, deterministic: bool, model_s: float,
-            edges_s: float, of: int | None = None) -> str:
-    if sampled:
-        how = f"sample 1 of {of}, seed {seed}" if of else f"{n} sample{'s' * (n > 1)}, seed {seed}"
-    else:
-        how = "deterministic" if deterministic else "deterministic (this model is meant to run with dropout off)"
-    return f"{name} · {how} · model {_ms(model_s)}, edges {_ms(edges_s)} on the server ({device.upper()})"
-
-
-def _options(n: Any, seed: Any, deterministic: Any) -> tuple[int, int, bool]:
+def _options(n: object, seed: object, deterministic: object) -> tuple[int, int, bool]:
     """Validate the options an API client (or the UI) sent: n in 1..8, a seed in 0..2**32-1 (JSON
     numbers with no fraction), deterministic true or false. Nothing is coerced: "3", "1e3", "false",
     [] and 5 are refused, as a client that sends them has misread the API. None (a cleared field)
@@ -343,7 +340,7 @@ def _options(n: Any, seed: Any, deterministic: Any) -> tuple[int, int, bool]:
     return int(n), int(seed), deterministic
 
 
-def _whole(x: Any) -> bool:
+def _whole(x: object) -> bool:
     """A JSON number with no fraction (an int, or a float such as 3.0); not a bool, not a string."""
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         return False

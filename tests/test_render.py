@@ -9,7 +9,7 @@ import torch
 from p2p_demo.masks import sample_seed, sample_seeds
 from p2p_demo.nets import GeneratorConfig, build_generator
 from p2p_demo.registry import ModelInfo
-from p2p_demo.render import Renderer, is_sampled, looks_like_drawing
+from p2p_demo.render import Renderer, RenderRequest, is_sampled, looks_like_drawing
 
 from conftest import tiny_generator
 
@@ -61,6 +61,36 @@ def test_a_request_rendered_in_parts_gives_the_same_samples(renderer, edge_map):
     assert len(parts) == 4  # equal up to float rounding of the convs at another batch size
     assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(whole, parts)) <= 1
     assert not np.array_equal(parts[0], parts[1])
+
+
+def test_one_request_in_steps_gives_sample_1_then_the_pictures_of_one_call(renderer, edge_map):
+    """render_steps decides sampling once: sample 1 alone, then all n, as one render call."""
+    drawing = np.full((64, 64), 255, np.uint8)
+    drawing[10:54, 30:33] = 0
+    request = RenderRequest(drawing, n=3, seed=4, edges="sketch")
+    head, whole = renderer.render_steps(request)
+    one = renderer.render(request)
+    assert (len(head.images), head.complete, len(whole.images), whole.complete) == (1, False, 3, True)
+    assert head.sampled and whole.sampled and np.array_equal(head.edges, one.edges)
+    assert max(np.abs(a.astype(int) - b.astype(int)).max() for a, b in zip(whole.images, one.images)) <= 1
+    assert whole.timings["model"] >= head.timings["model"] > 0 and set(one.timings) == {"edges", "model", "total"}
+    # dropout off, or one sample: nothing more to draw, one step with n pictures
+    (det,) = renderer.render_steps(replace(request, deterministic=True))
+    assert not det.sampled and det.complete and len(det.images) == 3
+    assert len(list(renderer.render_steps(replace(request, n=1)))) == 1
+    with pytest.raises(ValueError, match="n must be"):
+        RenderRequest(drawing, n=0)
+    with pytest.raises(ValueError, match="edges method"):
+        RenderRequest(drawing, edges="magic")
+
+
+def test_a_request_with_strokes_redraws_them_for_an_edge_model(renderer):
+    from p2p_demo.edges import Strokes, normalize_strokes
+
+    strokes = Strokes.from_dict({"v": 1, "size": 256, "strokes": [{"t": "b", "w": 4, "p": [40, 40, 200, 210]}]})
+    blank = np.full((256, 256), 255, np.uint8)  # the raster is not what an edge model sees
+    out = renderer.render(RenderRequest(blank, edges="sketch", strokes=strokes))
+    assert np.array_equal(out.edges, normalize_strokes(strokes, renderer.line_style).image)
 
 
 def test_deterministic_mode_has_no_randomness(renderer, edge_map):
