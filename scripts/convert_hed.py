@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from p2p_demo.hed import HED  # noqa: E402
+from p2p_demo.edges.hed import HED  # noqa: E402
 
 
 def _torch_name(group: str, layer_name: str) -> str:

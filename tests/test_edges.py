@@ -66,7 +66,7 @@ def assert_edge_map(m: np.ndarray, size: int = 256) -> None:
 
 
 def rgba_layer(gray_lines: np.ndarray, rgb=(0, 0, 0)) -> np.ndarray:
-    """A transparent image-editor layer holding the dark parts of ``gray_lines`` in colour ``rgb``."""
+    """A transparent layer holding the dark parts of ``gray_lines`` in colour ``rgb``."""
     out = np.zeros(gray_lines.shape + (4,), np.uint8)
     out[..., :3] = rgb
     out[..., 3] = 255 - gray_lines
@@ -92,16 +92,13 @@ def test_line_style_round_trip_and_scaling():
 # --------------------------------------------------------------------------- sketch inputs
 
 
-def test_gradio_dict_with_none_parts_and_transparent_layers():
+def test_transparent_layers_are_read_as_array_pil_and_float():
     lines = draw_shoe(width=4)
     layer = rgba_layer(lines)
     ref = E.normalize_sketch(lines)
     values = [
-        {"background": None, "layers": [layer], "composite": None},  # no background, no composite
-        {"background": None, "layers": [None, layer], "composite": None},
-        {"background": np.full((512, 512, 3), 255, np.uint8), "layers": [layer], "composite": None},
-        {"background": None, "layers": [], "composite": layer},  # transparent composite
-        {"composite": Image.fromarray(layer, "RGBA")},  # PIL, missing keys
+        layer,  # strokes on a transparent canvas
+        Image.fromarray(layer, "RGBA"),  # the same as PIL
         layer.astype(np.float32) / 255.0,  # float RGBA array
     ]
     for value in values:
@@ -111,17 +108,10 @@ def test_gradio_dict_with_none_parts_and_transparent_layers():
         assert near(em.image, ref.image, 1) > 0.99 and near(ref.image, em.image, 1) > 0.99
 
 
-def test_layers_are_flattened_over_the_background_in_order():
-    top, bottom = draw_shoe(width=4), draw_shoe(width=4, scale=0.4, offset=(280, 20))
-    both = np.minimum(top, bottom)
-    value = {"background": rgba_layer(bottom), "layers": [rgba_layer(top)], "composite": None}
-    assert E.sketch_ink(value).sum() == pytest.approx(E.sketch_ink(both).sum(), rel=0.02)
-
-
 def test_light_strokes_on_transparent_canvas_are_found():
     white = rgba_layer(draw_shoe(width=4), rgb=(255, 255, 255))
     ref = E.normalize_sketch(draw_shoe(width=4))
-    em = E.normalize_sketch({"background": None, "layers": [white], "composite": None})
+    em = E.normalize_sketch(white)
     assert em.box == ref.box and near(em.image, ref.image, 1) > 0.99
 
 
@@ -141,8 +131,7 @@ def test_inverted_polarity_gives_the_same_map():
         np.full((256, 256), 255, np.uint8),  # white canvas
         np.zeros((300, 200, 4), np.uint8),  # fully transparent RGBA
         np.zeros((64, 64, 3), np.uint8),  # black canvas
-        {"background": None, "layers": [], "composite": None},
-        {"background": None, "layers": [np.zeros((64, 64, 4), np.uint8)], "composite": None},
+        Image.new("RGBA", (64, 64)),  # transparent PIL image
         None,
     ],
 )

@@ -167,8 +167,8 @@ def pipeline_fingerprint(**options: Any) -> str:
     """A digest of the edge pipeline's code and weights and the options: cached work is reused
     only when all of them are unchanged."""
     h = hashlib.sha1(json.dumps(options, sort_keys=True, default=str).encode())
-    for f in (Path(edges.__file__), Path(edges.__file__).with_name("hed.py"), getattr(edges, "HED_WEIGHTS", None)):
-        if f is not None and Path(f).is_file():
+    for f in (*sorted(Path(edges.__file__).parent.glob("*.py")), edges.HED_WEIGHTS):
+        if Path(f).is_file():
             h.update(Path(f).read_bytes())
     return h.hexdigest()[:16]
 
