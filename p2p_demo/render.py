@@ -362,8 +362,9 @@ class Renderer:
             images += self._pictures(model_input, count, request.seed, sampled, first=first)
             model_s += time.perf_counter() - t1
             notes += self.notes
-            yield RenderResult(model_input, list(images), {"edges": edges_s, "model": model_s, "total": edges_s + model_s},
-                               list(notes), sampled=sampled, complete=len(images) == n)
+            timings = {"edges": edges_s, "model": model_s, "total": edges_s + model_s}
+            yield RenderResult(model_input, list(images), timings, list(notes), sampled=sampled,
+                               complete=len(images) == n)
 
     def __call__(self, source: Source, *, edges: str = "auto", n: int = 1, seed: int = 0,
                  deterministic: bool = False, size: int | None = None) -> RenderResult:

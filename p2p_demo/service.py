@@ -311,13 +311,15 @@ class ModelManager:
         shows it n times, as its gallery has n places)."""
         samples = result.images if result.sampled or live else result.images[:1]
         n, seed = len(samples), request.seed
-        if result.sampled:
-            how = f"sample 1 of {request.n}, seed {seed}" if not result.complete else f"{n} sample{'s' * (n > 1)}, seed {seed}"
+        if result.sampled and not result.complete:
+            how = f"sample 1 of {request.n}, seed {seed}"
+        elif result.sampled:
+            how = f"{n} sample{'s' * (n > 1)}, seed {seed}"
         else:
             how = ("deterministic" if request.deterministic
                    else "deterministic (this model is meant to run with dropout off)")
-        status = (f"{self.info(model_id).name} · {how} · model {_ms(result.timings['model'])}, edges {_ms(result.timings['edges'])} "
-                  f"on the server ({r.device.type.upper()})")
+        status = (f"{self.info(model_id).name} · {how} · model {_ms(result.timings['model'])}, "
+                  f"edges {_ms(result.timings['edges'])} on the server ({r.device.type.upper()})")
         timings: dict[str, float | int | str] = {k: round(v, 4) for k, v in result.timings.items()}
         timings.update(request=round(request_s, 4), model_id=model_id, n=n, seed=seed, device=r.device.type)
         return Output(samples[0], samples, result.edges, status, timings, partial=not result.complete)
