@@ -724,9 +724,11 @@ def test_load_errors_are_caught_by_what_callers_catch(tmp_path):
 def test_network_errors_are_told_by_the_http_clients_classes():
     import importlib
 
-    assert hub._is_network_error(ConnectionRefusedError("refused"))
-    assert hub._is_network_error(HubUnavailable("offline"))
-    assert not hub._is_network_error(ValueError("not the network"))
+    from p2p_demo.hub.download import is_network_error
+
+    assert is_network_error(ConnectionRefusedError("refused"))
+    assert is_network_error(HubUnavailable("offline"))
+    assert not is_network_error(ValueError("not the network"))
     clients = [m for m in ("httpx2", "httpx", "requests") if importlib.util.find_spec(m)]
     assert clients  # huggingface_hub needs one
     for name in clients:
@@ -735,6 +737,6 @@ def test_network_errors_are_told_by_the_http_clients_classes():
             conn, other_http = mod.ConnectionError("down"), mod.HTTPError("500")
         else:
             conn, other_http = mod.ConnectError("down"), mod.DecodingError("garbled")
-        assert hub._is_network_error(conn), name
-        assert not hub._is_network_error(other_http), name
-        assert hub._is_network_error(other_http, any_http=True), name
+        assert is_network_error(conn), name
+        assert not is_network_error(other_http), name
+        assert is_network_error(other_http, any_http=True), name
