@@ -46,9 +46,8 @@ log = logging.getLogger(__name__)
 EDGE_METHODS = ("auto", "hed", "canny", "sketch", "none")
 BACKENDS = ("auto", "torch", "onnx", "cuda-graph")
 
-# What a picture can be made from: a raster (bytes, path, PIL image, array, or an image-editor dict
-# {"background", "layers", "composite"}) or the canvas's vectors.
-Source = Union[ImageSource, dict, edges_mod.Strokes]
+# What a picture can be made from: a raster (bytes, path, PIL image, array) or the canvas's vectors.
+Source = Union[ImageSource, edges_mod.Strokes]
 
 
 @dataclass(frozen=True)
@@ -219,11 +218,8 @@ class Renderer:
             rgb = load_image(source)
             return resize(rgb, style.size)
         if method == "auto":
-            if isinstance(source, dict):  # an image-editor dict (background / layers / composite)
-                method = "sketch"
-            else:
-                source = load_image(source)
-                method = "sketch" if looks_like_drawing(source) else "hed"
+            source = load_image(source)
+            method = "sketch" if looks_like_drawing(source) else "hed"
         if method == "sketch":
             return edges_mod.normalize_sketch(source, style).image
         return edges_mod.photo_to_edges(load_image(source), method=method, style=style).image
