@@ -13,10 +13,11 @@ import torch
 
 from p2p_demo.nets import GeneratorConfig, build_generator
 from train import fit as fit_mod
+from train import fit_args
 from train.config import ConfigError, TrainConfig
 from train.evaluate import flat_std, local_std, pairwise_l1
 from train.checkpoint import load_checkpoint
-from train.fit import config_from_args
+from train.fit_args import config_from_args
 from train.trainer import R1_EVERY, Trainer
 from train.lineage import Lineage, read_lineage
 from train.losses import mode_seeking_loss, r1_penalty
@@ -226,11 +227,11 @@ def test_init_from_with_other_architecture_says_what_to_change(data_dir, tmp_pat
     fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="a", max_steps=2))
     folder = export(tmp_path / "runs" / "a" / "checkpoints" / "last.pt", tmp_path / "model")
     with pytest.raises(SystemExit, match="does not fit this run's options.*--ngf"):
-        fit_mod.main(["--data", str(data_dir), "--out-dir", str(tmp_path / "runs"), "--name", "b", "--init-from",
+        fit_args.main(["--data", str(data_dir), "--out-dir", str(tmp_path / "runs"), "--name", "b", "--init-from",
                       str(folder), "--ndf", "16", "--max-steps", "1", "--no-final-eval", "--no-progress"])
     # a larger ngf would widen the generator (train.widen), but not a BatchNorm one: said so
     with pytest.raises(SystemExit, match="ngf 8, this run 16: only reference-layout generators with instance norm"):
-        fit_mod.main(["--data", str(data_dir), "--out-dir", str(tmp_path / "runs"), "--name", "c", "--init-from",
+        fit_args.main(["--data", str(data_dir), "--out-dir", str(tmp_path / "runs"), "--name", "c", "--init-from",
                       str(folder), "--ngf", "16", "--max-steps", "1", "--no-final-eval", "--no-progress"])
 
 

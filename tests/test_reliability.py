@@ -621,6 +621,7 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
 def test_full_disk_during_fit_is_one_clear_line_and_the_checkpoint_survives(tmp_path, monkeypatch):
     """python -m train fit: the 2nd checkpoint hits ENOSPC -> exit with one line; the 1st is intact."""
     from train import fit as fit_mod
+    from train import fit_args
     from train.checkpoint import load_checkpoint
 
     data = make_dataset(tmp_path / "data", n_train=4, n_test=1)
@@ -635,7 +636,7 @@ def test_full_disk_during_fit_is_one_clear_line_and_the_checkpoint_survives(tmp_
 
     monkeypatch.setattr(fit_mod.torch, "save", full_disk)
     with pytest.raises(SystemExit) as e:
-        fit_mod.main(["--data", str(data), "--out-dir", str(tmp_path), "--name", "r", "--ngf", "8", "--ndf", "8",
+        fit_args.main(["--data", str(data), "--out-dir", str(tmp_path), "--name", "r", "--ngf", "8", "--ndf", "8",
                       "--batch-size", "2", "--max-steps", "4", "--checkpoint-every", "2", "--sample-every", "0",
                       "--no-final-eval", "--no-progress", "--device", "cpu"])
     message = str(e.value)

@@ -24,10 +24,11 @@ import torch
 from p2p_demo.image import to_tensor
 from p2p_demo.nets import GeneratorConfig, SeededDropout, build_generator
 from train import fit as fit_mod
+from train import plots
 from train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.config import GAN_MODES, LOSSES, ConfigError, TrainConfig
 from train.dataset import Jitter, PairedData, batch_indices, default_load_size, epoch_order, steps_per_epoch, to_signed
-from train.fit import config_from_args
+from train.fit_args import config_from_args
 from train.trainer import check_patchgan_fits
 
 from conftest import SIZE, fixed_batch, make_dataset, make_trainer, tiny
@@ -158,11 +159,11 @@ def test_generator_trains_in_training_mode_and_samples_in_test_mode(data_dir):
     t = make_trainer(TrainConfig(ngf=8, ndf=8))
     assert mode(t.G) == ({"batch"}, {True}, True)
     held_out = PairedData.load(data_dir, "test")
-    g1 = fit_mod.sample_grid(t.G, held_out, 2, 3)
+    g1 = plots.sample_grid(t.G, held_out, 2, 3)
     assert mode(t.G) == ({"batch"}, {True}, True)  # back to training mode after sampling
     t.step(*fixed_batch(data_dir, 2))
     t.G.load_state_dict(make_trainer(TrainConfig(ngf=8, ndf=8)).G.state_dict())
-    assert np.array_equal(fit_mod.sample_grid(t.G, held_out, 2, 3), g1)  # fixed dropout seeds: comparable grids
+    assert np.array_equal(plots.sample_grid(t.G, held_out, 2, 3), g1)  # fixed dropout seeds: comparable grids
     assert g1.shape == (4 + 2 * (SIZE + 4), 4 + 3 * (SIZE + 4), 3)
 
 
@@ -515,8 +516,8 @@ def test_loss_plot_has_one_panel_per_loss_and_g_ms_only_when_used(tmp_path):
 
     history = [{"step": s, "D_real": 0.7, "D_fake": 0.6, "G_GAN": 1.0 + s / 10, "G_L1": 1.0 / s, "G_MS": 0.0}
                for s in (2, 4, 6)]
-    fit_mod.plot_losses(history, tmp_path / "a.png")
-    fit_mod.plot_losses([{**h, "G_MS": 0.1} for h in history], tmp_path / "b.png")
+    plots.plot_losses(history, tmp_path / "a.png")
+    plots.plot_losses([{**h, "G_MS": 0.1} for h in history], tmp_path / "b.png")
     assert Image.open(tmp_path / "a.png").size == (880, 520)  # 4 panels, two a row
     assert Image.open(tmp_path / "b.png").size == (880, 780)  # + the mode-seeking term
     img = np.asarray(Image.open(tmp_path / "a.png").convert("L"))

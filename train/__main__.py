@@ -38,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "prepare":
         from train.prepare import main as run
     elif command == "fit":
-        from train.fit import main as run
+        from train.fit_args import main as run
     elif command == "evaluate":
         from train.evaluate import main as run
     elif command == "export":
