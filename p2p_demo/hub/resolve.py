@@ -99,7 +99,7 @@ def load_generator(
     Resolution order: registry id, then an existing local path, then ``owner/name`` on the Hub.
     ``tqdm_class`` (any tqdm-like class) or ``progress(done_bytes, total_bytes, filename)`` show
     download progress. The generator comes back on ``device`` in ``dtype``, in eval mode with
-    per-image statistics; it is deterministic until per-sample dropout generators are set.
+    per-image statistics; it is deterministic until dropout masks are given (``masks.seeded_forward``).
 
     Raises ``ModelNotFound``, ``WeightsError`` or ``HubUnavailable`` (all ``LoadError``).
     """
