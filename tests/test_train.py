@@ -382,7 +382,7 @@ def test_budget_schedule_lays_the_same_shape_over_the_wall_clock():
     assert factors == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.0, 0.0])
     with pytest.raises(ValueError, match="--max-seconds"):
         TrainConfig(lr_schedule="budget")
-    with pytest.raises(ValueError, match="lr_schedule"):
+    with pytest.raises(ValueError, match="--lr-schedule"):
         TrainConfig(lr_schedule="cosine", max_seconds=10)
 
 
@@ -415,7 +415,7 @@ def test_dropout_rate_reaches_the_generator_and_its_checkpoint(data_dir, tmp_pat
     G = build_generator(GeneratorConfig.from_dict(ckpt["generator_config"]))
     rates = {m.p for m in G.modules() if isinstance(m, SeededDropout)}
     assert rates == {0.2}
-    with pytest.raises(ValueError, match="dropout_p"):
+    with pytest.raises(ValueError, match="--dropout-p"):
         TrainConfig(dropout_p=1.0)
 
 
@@ -617,3 +617,25 @@ def test_bf16_on_a_cpu_is_judged_by_its_flags():
     assert cpu_has_native_bf16(avx2.replace("avx2", "avx2 avx512f avx512_bf16")) is True
     assert cpu_has_native_bf16(avx2.replace("fma", "amx_bf16 amx_tile")) is True
     assert cpu_has_native_bf16("processor\t: 0\n") is None  # no flags line (not x86 Linux): cannot tell
+
+
+def test_options_say_their_help_once_and_refuse_senseless_values_by_flag():
+    from dataclasses import fields
+
+    assert all(f.metadata.get("help") for f in fields(TrainConfig))  # the one place help is written
+    for kw, flag in ((dict(lambda_l1=-1.0), "--lambda-l1"), (dict(lambda_ms=-0.1), "--lambda-ms"),
+                     (dict(r1_gamma=-1.0), "--r1-gamma"), (dict(dropout_p=1.0), "--dropout-p"),
+                     (dict(batch_size=0), "--batch-size"), (dict(lr=0.0), "--lr"), (dict(beta2=1.0), "--beta2"),
+                     (dict(n_layers=6), "--n-layers"), (dict(log_every=0), "--log-every")):
+        with pytest.raises(ConfigError, match=f"^{flag} must be"):
+            TrainConfig(**kw)
+    with pytest.raises(SystemExit):
+        config_from_args(["--data", "x", "--in-channels", "2"])
+
+
+def test_the_bundled_models_training_state_still_sets_init_from_defaults():
+    from train.fit_args import architecture_of
+
+    arch = architecture_of(str(Path(__file__).resolve().parent.parent / "weights" / "openmoji"))
+    cfg = TrainConfig(data="x", init_from="weights/openmoji", **arch)
+    assert (cfg.ngf, cfg.norm, cfg.dropout) == (arch["ngf"], arch["norm"], arch["dropout"])

@@ -8,8 +8,11 @@ flip, N(0, 0.02) init.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from p2p_demo.nets import NORMS, UPSAMPLES
+
 
 class ConfigError(ValueError):
     """Options that cannot train: a bad value, a mix that does not go together, or one this data or
@@ -29,108 +32,133 @@ RESUMABLE = frozenset({
 })
 
 
+def _opt(default: Any, help: str, *, choices: tuple | None = None, at_least: float | None = None,
+         above: float | None = None, at_most: float | None = None, below: float | None = None) -> Any:
+    """A TrainConfig field: its default, its --help text (the one place it is written), and the values
+    that make sense (checked by TrainConfig, shown by the command line)."""
+    limits = dict(choices=choices, at_least=at_least, above=above, at_most=at_most, below=below)
+    return field(default=default, metadata={"help": help, **{k: v for k, v in limits.items() if v is not None}})
+
+
+def _out_of_range(value: Any, meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with a field's value by its metadata (``_opt``), or None."""
+    if "choices" in meta:
+        return None if value in meta["choices"] else f"must be one of {meta['choices']}, got {value!r}"
+    low = ("[", meta["at_least"]) if "at_least" in meta else ("(", meta["above"]) if "above" in meta else None
+    high = (meta["at_most"], "]") if "at_most" in meta else (meta["below"], ")") if "below" in meta else None
+    if ((low is None or (value >= low[1] if low[0] == "[" else value > low[1]))
+            and (high is None or (value <= high[0] if high[1] == "]" else value < high[0]))):
+        return None
+    if low and high:
+        want = f"in {low[0]}{low[1]}, {high[0]}{high[1]}"
+    elif low:
+        want = (">= " if low[0] == "[" else "> ") + str(low[1])
+    else:
+        want = ("<= " if high[1] == "]" else "< ") + str(high[0])
+    return f"must be {want}, got {value}"
+
+
 @dataclass
 class TrainConfig:
     # data and output
-    data: str = ""  # prepared dataset folder (manifest.json + train.npz [+ test.npz])
-    name: str = "run"  # run folder: <out_dir>/<name>/
-    out_dir: str = "runs"
+    data: str = _opt("", "prepared dataset folder (manifest.json + train.npz [+ test.npz])")
+    name: str = _opt("run", "run folder: <out-dir>/<name>/")
+    out_dir: str = _opt("runs", "where run folders go")
     # objective
-    loss: str = "l1+cgan"  # l1 | gan | cgan | l1+gan | l1+cgan (cgan: D sees (input, output))
-    gan_mode: str = "vanilla"  # vanilla (BCE with logits) | lsgan | hinge
-    lambda_l1: float = 100.0
-    r1_gamma: float = 0.0  # R1 penalty weight on D (gamma / 2 * |grad D(real)|^2), every R1_EVERY D steps; 0 = off
-    lambda_ms: float = 0.0  # mode seeking (Mao et al. 2019) between two dropout samples; 0 = off
+    loss: str = _opt("l1+cgan", "l1 | gan (D sees the output) | cgan (D sees input+output) | l1+gan | l1+cgan",
+                     choices=LOSSES)
+    gan_mode: str = _opt("vanilla", "vanilla (BCE with logits) | lsgan | hinge", choices=GAN_MODES)
+    lambda_l1: float = _opt(100.0, "weight of the L1 term", at_least=0)
+    r1_gamma: float = _opt(0.0, "R1 penalty on D: gamma / 2 * |grad D(real)|^2 (Mescheder et al. 2018), lazily "
+                                "every 16th D step (R1_EVERY); 0 = off", at_least=0)
+    lambda_ms: float = _opt(0.0, "weight of the mode-seeking term between two dropout samples (Mao et al. 2019); "
+                                 "0 = off", at_least=0)
     # generator
-    ngf: int = 64
-    num_downs: int = 0  # 0 = log2(image size): a 1x1 bottleneck, 8 (unet_256) at 256 px
-    norm: str = "batch"  # batch | instance, for G and D
-    dropout: bool = True
-    dropout_p: float = 0.5  # the reference's rate
-    in_channels: int = 0  # 0 = as many as the targets (the reference feeds edges as RGB); or 1
-    upsample: str = "transpose"  # decoder x2 steps: transpose (the reference) | resize (nearest x2 + 3x3 conv)
+    ngf: int = _opt(64, "generator width: filters of its first layer", at_least=1)
+    num_downs: int = _opt(0, "U-Net depth; 0 = log2(size), a 1x1 bottleneck (8 = unet_256 at 256 px)", at_least=0)
+    norm: str = _opt("batch", "normalisation of G and D: batch | instance", choices=NORMS)
+    dropout: bool = _opt(True, "dropout in the generator's decoder (the reference's noise)")
+    dropout_p: float = _opt(0.5, "generator dropout rate (the reference: 0.5)", above=0, below=1)
+    in_channels: int = _opt(0, "generator input channels: 0 = as many as the targets (the reference feeds edges as "
+                               "RGB), 1 or 3", choices=(0, 1, 3))
+    upsample: str = _opt("transpose", "decoder x2 steps: transpose (the reference's 4x4 stride-2) | resize "
+                                      "(nearest x2 + 3x3 conv: no checkerboard)", choices=UPSAMPLES)
     # discriminator
-    ndf: int = 64
-    n_layers: int = 3  # 0 = PixelGAN, 1..5 = 16..286 px patches; 3 = 70x70
+    ndf: int = _opt(64, "discriminator width: filters of its first layer", at_least=1)
+    n_layers: int = _opt(3, "PatchGAN depth 0..5 (0 = 1x1 PixelGAN, 1..5 = 16..286 px patches, 3 = 70x70)",
+                         at_least=0, at_most=5)
     # optimisation
-    batch_size: int = 1  # per process
-    lr: float = 2e-4
-    lr_d: float = 0.0  # the discriminator's lr; 0 = the same as lr
-    beta1: float = 0.5
-    beta2: float = 0.999
-    n_epochs: float = 100.0  # epochs at constant lr
-    n_epochs_decay: float = 100.0  # then epochs of linear decay to 0
-    lr_schedule: str = "epochs"  # epochs | budget (the n_epochs : n_epochs_decay shape over max_seconds)
-    max_steps: int = 0  # 0 = no step budget (the epoch schedule decides)
-    max_seconds: float = 0.0  # 0 = no wall-clock budget
-    init_std: float = 0.02
-    ema_decay: float = 0.0  # keep an exponential moving average of G's weights (exported as the model); 0 = off
-    init_from: str = ""  # start from a model folder / registry id / checkpoint: its G, EMA and D (see train.lineage)
-    # A new style from --init-from's weights: its EMA averaged a model of other data, so it starts anew from G.
-    ema_restart: bool = False
+    batch_size: int = _opt(1, "pairs per step, per process", at_least=1)
+    lr: float = _opt(2e-4, "Adam learning rate", above=0)
+    lr_d: float = _opt(0.0, "discriminator lr (0 = --lr)", at_least=0)
+    beta1: float = _opt(0.5, "Adam beta1", at_least=0, below=1)
+    beta2: float = _opt(0.999, "Adam beta2", at_least=0, below=1)
+    n_epochs: float = _opt(100.0, "epochs at constant lr", at_least=0)
+    n_epochs_decay: float = _opt(100.0, "then epochs of linear lr decay to 0", at_least=0)
+    lr_schedule: str = _opt("epochs", "epochs (the two above) | budget (their ratio stretched over --max-seconds)",
+                            choices=LR_SCHEDULES)
+    max_steps: int = _opt(0, "stop after this many steps (0 = no limit; the epoch schedule decides)", at_least=0)
+    max_seconds: float = _opt(0.0, "stop once the run's wall time (all sessions) passes this (0 = no limit)",
+                              at_least=0)
+    init_std: float = _opt(0.02, "std of the reference's N(0, std) weight init", above=0)
+    ema_decay: float = _opt(0.0, "keep an EMA of G's weights with this decay (e.g. 0.999); it is what is shown and "
+                                 "exported; 0 = off", at_least=0, below=1)
+    init_from: str = _opt("", "start from a model (folder, registry id, Hub repo or checkpoint): its G, EMA and D; "
+                              "its architecture options become the defaults; a larger --ngf widens its generator "
+                              "(train.widen)")
+    ema_restart: bool = _opt(False, "with --init-from on another data set (a new style): start the EMA anew from its "
+                                    "generator, with the warm-up, instead of continuing its average of a model of "
+                                    "other data")
     # augmentation (on the device, in batch)
-    jitter: bool = True  # resize S -> load_size, random crop back to S
-    load_size: int = 0  # 0 = round(S * 286 / 256)
-    flip: bool = True  # random horizontal flip
+    jitter: bool = _opt(True, "random jitter: resize S -> --load-size, random crop back to S")
+    load_size: int = _opt(0, "jitter resize side (0 = round(S * 286 / 256))", at_least=0)
+    flip: bool = _opt(True, "random horizontal flip")
     # resolution curriculum: the first share of the budget on the same pairs prepared smaller
-    low_res_data: str = ""  # prepared dataset folder of the same pairs at a smaller size (e.g. data/openmoji-128)
-    low_res_share: float = 0.0  # share of the budget (max_seconds, else the steps) trained on low_res_data; 0 = off
-    freehand: float = 0.0  # chance a training drawing gets hand-drawing faults before its canonical redraw (train.freehand); 0 = off
+    low_res_data: str = _opt("", "resolution curriculum: the same training pairs prepared at a smaller size (train "
+                                 "prepare --size, e.g. data/openmoji-128), trained on first")
+    low_res_share: float = _opt(0.0, "share of the budget (--max-seconds, else the steps) spent on --low-res-data "
+                                     "before --data; 0 = off", at_least=0, below=1)
+    freehand: float = _opt(0.0, "chance a training drawing is redrawn with hand-drawing faults (wobble, gaps, "
+                                "overshoot, doubled strokes, pen width; train.freehand) before the canonical "
+                                "line-style step; 0 = off", at_least=0, at_most=1)
     # speed
-    amp: str = "none"  # none | bf16 | fp16 (autocast; fp16 adds gradient scalers)
-    channels_last: bool = False
-    compile: bool = False
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)
-    workers: int = 0  # CPU threads per process (torch.set_num_threads); 0 = torch's default
+    amp: str = _opt("none", "autocast precision: none | bf16 | fp16 (fp16 adds gradient scalers)", choices=AMP_MODES)
+    channels_last: bool = _opt(False, "channels-last memory format")
+    compile: bool = _opt(False, "torch.compile the networks")
+    device: str = _opt("auto", "auto | cpu | cuda | cuda:N (under torchrun: cuda:LOCAL_RANK)")
+    workers: int = _opt(0, "CPU threads per process (torch.set_num_threads; 0 = torch's default)", at_least=0)
     # bookkeeping
-    seed: int = 0
-    checkpoint_every: int = 1000  # steps; a checkpoint is also written at the end
-    sample_every: int = 500  # steps; PNG grid of held-out input | output | target
-    n_samples: int = 4  # rows in that grid
-    log_every: int = 10  # steps between log.jsonl lines / loss-history points
-    final_eval: bool = True  # run evaluate on the held-out split at the end
-    eval_max: int = 0  # 0 = the whole held-out split
-    progress: bool = True  # tqdm bar on rank 0
-    resume: bool = False  # continue from <run>/checkpoints/last.pt
+    seed: int = _opt(0, "seed of weights, batches, jitter and dropout")
+    checkpoint_every: int = _opt(1000, "steps between checkpoints (one is also written at the end; 0 = only then)",
+                                 at_least=0)
+    sample_every: int = _opt(500, "steps between PNG grids of held-out input | output | target (0 = at the end only)",
+                             at_least=0)
+    n_samples: int = _opt(4, "rows in that grid", at_least=1)
+    log_every: int = _opt(10, "steps between log.jsonl lines / loss-history points", at_least=1)
+    final_eval: bool = _opt(True, "run evaluate on the held-out split at the end")
+    eval_max: int = _opt(0, "pairs the final evaluation reads (0 = the whole held-out split)", at_least=0)
+    progress: bool = _opt(True, "tqdm bar on rank 0")
+    resume: bool = _opt(False, "continue from <out-dir>/<name>/checkpoints/last.pt")
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("loss", self.loss, LOSSES), ("gan_mode", self.gan_mode, GAN_MODES),
-                                     ("amp", self.amp, AMP_MODES), ("norm", self.norm, ("batch", "instance")),
-                                     ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
-                                     ("upsample", self.upsample, ("transpose", "resize"))):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {allowed}, got {value!r}")
-        if not 0 <= self.n_layers <= 5:
-            raise ConfigError(f"n_layers must be in 0..5, got {self.n_layers}")
+        for f in fields(self):
+            problem = _out_of_range(getattr(self, f.name), f.metadata)
+            if problem:
+                raise ConfigError(f"--{f.name.replace('_', '-')} {problem}")
         if self.num_downs and self.num_downs < 5:
-            raise ConfigError(f"num_downs must be 0 (auto) or at least 5, got {self.num_downs}")
-        if self.in_channels not in (0, 1, 3):
-            raise ConfigError(f"in_channels must be 0 (same as targets), 1 or 3, got {self.in_channels}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.n_epochs < 0 or self.n_epochs_decay < 0 or self.n_epochs + self.n_epochs_decay <= 0:
-            raise ConfigError("n_epochs and n_epochs_decay must be >= 0 and not both 0")
+            raise ConfigError(f"--num-downs must be 0 (auto) or at least 5, got {self.num_downs}")
+        if self.n_epochs + self.n_epochs_decay <= 0:
+            raise ConfigError("--n-epochs and --n-epochs-decay must not both be 0")
         if self.lr_schedule == "budget" and self.max_seconds <= 0:
             raise ConfigError("lr_schedule 'budget' spreads the schedule over the wall-clock budget: "
                              "give --max-seconds too")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not 0.0 <= self.freehand <= 1.0:
-            raise ConfigError(f"freehand is a chance in [0, 1], got {self.freehand}")
-        if not 0.0 <= self.low_res_share < 1.0:
-            raise ConfigError(f"low_res_share is the share of the budget trained at the lower resolution, in "
-                              f"[0, 1); got {self.low_res_share}")
         if bool(self.low_res_data) != bool(self.low_res_share):
             raise ConfigError("a resolution curriculum needs both --low-res-data DIR (the same pairs prepared at a "
                               "smaller --size) and --low-res-share F (the share of the budget spent on them)")
-        if self.lambda_ms < 0 or self.lr_d < 0 or self.r1_gamma < 0:
-            raise ConfigError("lambda_ms, lr_d and r1_gamma must be >= 0")
         if self.r1_gamma and not self.uses_gan:
-            raise ConfigError("r1_gamma regularises the discriminator, and loss 'l1' has none")
+            raise ConfigError("--r1-gamma regularises the discriminator, and loss 'l1' has none")
         if self.lambda_ms and not self.dropout:
-            raise ConfigError("lambda_ms needs dropout: the mode-seeking term compares two dropout samples")
-        if not 0.0 < self.dropout_p < 1.0:
-            raise ConfigError(f"dropout_p must be between 0 and 1 (exclusive), got {self.dropout_p}")
+            raise ConfigError("--lambda-ms needs dropout: the mode-seeking term compares two dropout samples")
 
     # loss options, spelled out once
     @property
