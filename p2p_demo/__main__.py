@@ -10,10 +10,11 @@ import logging
 import sys
 from pathlib import Path
 
+from .errors import P2PError
 from .files import IMAGE_SUFFIXES
 
 
-class CliError(Exception):
+class CliError(P2PError):
     pass
 
 

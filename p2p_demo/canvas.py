@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import P2PError
+
 SIZE = 256  # canvas pixels; what the bundled 256 px models see, and enough for any model
 PREFIX = "data:image/png;base64,"
 STROKES_KEY = "p2p-strokes"  # the PNG text chunk holding the strokes as vectors
@@ -37,7 +39,7 @@ MAX_CHARS = 1_000_000
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-class CanvasError(ValueError):
+class CanvasError(P2PError, ValueError):
     """The canvas value is not a drawing the canvas could have sent."""
 
 

@@ -21,6 +21,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from .errors import P2PError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 T = TypeVar("T")
@@ -71,7 +73,7 @@ def strict_from_dict(cls: type[T], d: dict[str, Any], what: str) -> T:
     return cls(**d)
 
 
-class NpmPackError(RuntimeError):
+class NpmPackError(P2PError, RuntimeError):
     """``npm pack`` could not deliver the pinned package: npm missing, a failed fetch, a bad hash."""
 
 

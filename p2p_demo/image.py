@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import P2PError
+
 # What we agree to decode. The models work at 256 (at most 512) px, so nothing needs more than a
 # camera photo. The limits are checked on the header, before any pixel is decoded, so a small file
 # that declares absurd dimensions (a "decompression bomb", or a 1 x 30,000,000 strip that takes
@@ -31,7 +33,7 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 
-class ImageError(ValueError):
+class ImageError(P2PError, ValueError):
     """An input that is not a usable image; the message says what is wrong and what to do."""
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import P2PError
 from .nets import GeneratorConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -40,7 +41,7 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Errors
 
 
-class LoadError(Exception):
+class LoadError(P2PError):
     """Base of every error this module raises on purpose; the message says what to do."""
 
 

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from .errors import P2PError
+
 if TYPE_CHECKING:
     from .registry import ModelInfo
     from .render import Renderer, RenderRequest, RenderResult
@@ -44,7 +46,7 @@ EMPTY_UPLOAD = "📷 Upload a photo (or a drawing): its edge map and a picture a
 Progress = Callable[..., Any]
 
 
-class UserMessage(Exception):
+class UserMessage(P2PError):
     """A problem the visitor can act on; ``str(e)`` is the sentence to show them.
 
     ``level`` is "error" (the request failed) or "warning" (it did not happen, but the app is

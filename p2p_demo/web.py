@@ -39,6 +39,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from . import webrt
+from .errors import P2PError
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _encoded(request: Request, copies: dict[str, Any], media_type: str) -> Respo
     return Response(body, media_type=media_type, headers=headers)
 
 
-class NotInBrowser(Exception):
+class NotInBrowser(P2PError):
     """This model renders on the server only; ``str(e)`` says why (shown in the status line)."""
 
 

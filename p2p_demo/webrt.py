@@ -30,6 +30,7 @@ import threading
 from importlib import resources
 from pathlib import Path
 
+from .errors import P2PError
 from .files import NpmPackError, atomic_write, npm_pack
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ ENCODINGS = ("br", "gzip")
 SUFFIX = {"br": ".br", "gzip": ".gz"}
 
 
-class RuntimeMissing(RuntimeError):
+class RuntimeMissing(P2PError, RuntimeError):
     """The runtime's files are not there (or could not be fetched)."""
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from p2p_demo.errors import P2PError
 from p2p_demo.files import atomic_write
 from p2p_demo.nets import GeneratorConfig, build_generator
 
@@ -23,7 +24,7 @@ CHECKPOINT_VERSION = 1
 SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
-class CheckpointError(OSError):
+class CheckpointError(P2PError, OSError):
     """A checkpoint could not be written; the previous one is untouched."""
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
+from p2p_demo.errors import P2PError
 from p2p_demo.nets import NORMS, UPSAMPLES
 
 
-class ConfigError(ValueError):
+class ConfigError(P2PError, ValueError):
     """Options that cannot train: a bad value, a mix that does not go together, or one this data or
     this checkpoint cannot take. Said before any work is done."""
 

@@ -30,12 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
+from p2p_demo.errors import P2PError
+
 FORMAT = "p2p_demo.prepared"
 FORMAT_VERSION = 1
 REFERENCE_SIZE, REFERENCE_LOAD = 256, 286
 
 
-class NotPrepared(ValueError):
+class NotPrepared(P2PError, ValueError):
     """A folder that is not (or not completely) a prepared dataset."""
 
 

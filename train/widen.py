@@ -20,12 +20,13 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from p2p_demo.errors import P2PError
 from p2p_demo.nets import GeneratorConfig, build_generator
 
 NOISE = 0.005  # the copies' incoming weights get N(0, (NOISE * the layer's weight std)^2)
 
 
-class CannotWiden(ValueError):
+class CannotWiden(P2PError, ValueError):
     """The source generator cannot be widened into this configuration."""
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from p2p_demo import edges
+from p2p_demo.errors import P2PError
 from p2p_demo.files import IMAGE_SUFFIXES, atomic_write
 from p2p_demo.image import ImageError, load_image, to_gray
 from train.dataset import FORMAT, FORMAT_VERSION
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "test")
 
 
-class PrepareError(Exception):
+class PrepareError(P2PError):
     """A problem with the whole run (missing input, bad option): reported on one line, exit 1."""
 
 

@@ -16,10 +16,11 @@ import numpy as np
 from skimage.morphology import skeletonize
 
 from .. import image as im
+from ..errors import P2PError
 from ..files import strict_from_dict
 
 
-class NothingDrawn(ValueError):
+class NothingDrawn(P2PError, ValueError):
     """The canvas is empty or the image holds no lines/edges to work from."""
 
 

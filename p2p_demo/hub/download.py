@@ -11,12 +11,13 @@ import importlib
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import P2PError
 from ..registry import HubUnavailable, ModelNotFound, available_bundled
 
 ProgressCallback = Callable[[int, "int | None", str], None]  # (bytes done, total bytes or None, file name)
 
 
-class RemoteMissing(Exception):
+class RemoteMissing(P2PError):
     """The repo exists but has no such file (internal: try the next candidate)."""
 
 
