@@ -16,11 +16,11 @@ from train import fit as fit_mod
 from train import fit_args
 from train.config import ConfigError, TrainConfig
 from train.evaluate import flat_std, local_std, pairwise_l1
-from train.checkpoint import load_checkpoint
 from train.fit_args import config_from_args
 from train.trainer import R1_EVERY, Trainer
 from train.lineage import Lineage, read_lineage
 from train.losses import mode_seeking_loss, r1_penalty
+from train.resume import load_checkpoint
 from conftest import SIZE, fixed_batch, make_dataset, make_trainer, tiny
 
 

@@ -552,7 +552,7 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(tmp_path):
     """A run killed 3 times (at random steps, and once halfway through writing a checkpoint) and
     resumed each time ends exactly as an uninterrupted run; after every kill last.pt loads and holds
     the last checkpoint (never half a file)."""
-    from train.checkpoint import load_checkpoint
+    from train.resume import load_checkpoint
 
     data = make_dataset(tmp_path / "data", n_train=8, n_test=2)
     base = dict(data=str(data), out_dir=str(tmp_path / "runs"), ngf=8, ndf=8, batch_size=2, n_epochs=2.0,
@@ -622,7 +622,7 @@ def test_full_disk_during_fit_is_one_clear_line_and_the_checkpoint_survives(tmp_
     """python -m train fit: the 2nd checkpoint hits ENOSPC -> exit with one line; the 1st is intact."""
     from train import fit as fit_mod
     from train import fit_args
-    from train.checkpoint import load_checkpoint
+    from train.resume import load_checkpoint
 
     data = make_dataset(tmp_path / "data", n_train=4, n_test=1)
     real, saves = torch.save, []

@@ -25,10 +25,10 @@ from p2p_demo.image import to_tensor
 from p2p_demo.nets import GeneratorConfig, SeededDropout, build_generator
 from train import fit as fit_mod
 from train import plots
-from train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.config import GAN_MODES, LOSSES, ConfigError, TrainConfig
 from train.dataset import Jitter, PairedData, batch_indices, default_load_size, epoch_order, steps_per_epoch, to_signed
 from train.fit_args import config_from_args
+from train.resume import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from train.trainer import check_patchgan_fits
 
 from conftest import SIZE, fixed_batch, make_dataset, make_trainer, tiny
@@ -231,7 +231,7 @@ def test_sigkill_while_saving_leaves_the_old_checkpoint_loadable(tmp_path):
     save_checkpoint({"step": 1, "w": torch.ones(4)}, path)
     script = f"""
 import sys, time, torch
-from train import checkpoint
+from train import resume as checkpoint
 def slow_save(obj, f, *args, **kwargs):
     f.write(b"x" * 4096)  # half-written new checkpoint
     f.flush()
@@ -455,7 +455,7 @@ def test_max_seconds_stops_a_run(data_dir, tmp_path):
 
 
 def test_bench_measures_both_recipes():
-    from train.bench import bench
+    from train.throughput import bench
 
     res = bench("cpu", size=32, steps=1, warmup=0)
     assert set(res) == {"fast", "reference"}
@@ -553,7 +553,7 @@ def test_imports_flow_one_way_and_train_has_no_circle():
 
     for m in graph:
         visit(m, ())
-    assert "train.checkpoint" in graph["train.fit"] and "train.fit" not in graph["train.evaluate"]
+    assert "train.resume" in graph["train.fit"] and "train.fit" not in graph["train.evaluate"]
 
 
 def test_compare_continue_suite_continues_one_model_with_each_lever(tmp_path):

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif command == "compare":
         from train.compare import main as run
     else:
-        from train.bench import main as run
+        from train.throughput import main as run
     return int(run(rest) or 0)
 
 

@@ -6,6 +6,7 @@ random generators of tests and benchmarks.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from p2p_demo.nets import NORMS

@@ -48,9 +48,9 @@ from torch import nn
 
 from p2p_demo.image import array_to_rgb as to_rgb, grid, resize, save_image, to_images
 from p2p_demo.masks import sample_seeds, seeded_forward
-from train.checkpoint import checkpoint_generator, read_train_checkpoint
 from train.dataset import NotPrepared, PairedData, load_manifest
 from train.distributed import resolve_device
+from train.resume import checkpoint_generator, read_train_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any, Sequence
 
 import torch
 
-from train.checkpoint import checkpoint_generator, load_checkpoint
 from train.lineage import checkpoint_lineage, write_training_state
+from train.resume import checkpoint_generator, load_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ The same script runs on one process or under torchrun (train.distributed). Each 
 own shard of every epoch; only rank 0 writes files.
 
 Run folder: ``<out_dir>/<name>/`` = checkpoints/last.pt, samples/step_XXXXXX.png, log.jsonl,
-losses.png, metrics.json. ``last.pt`` (train.checkpoint) holds everything needed to continue
+losses.png, metrics.json. ``last.pt`` (train.resume) holds everything needed to continue
 (``--resume``); a resumed run takes exactly the steps an uninterrupted one would have taken.
 """
 
@@ -25,7 +25,6 @@ import torch
 import torch.distributed as dist
 
 from p2p_demo.image import save_image
-from train.checkpoint import CHECKPOINT_VERSION, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.config import RESUMABLE, ConfigError, TrainConfig
 from train.curriculum import Phase, curriculum
 from train.dataset import PairedData, batch_indices, load_manifest, split_size, steps_per_epoch
@@ -33,6 +32,7 @@ from train.distributed import init_distributed, resolve_device
 from train.evaluate import evaluate_generator
 from train.lineage import Lineage, load_init_source, stint_record
 from train.plots import check_plotting, plot_losses, sample_grid
+from train.resume import CHECKPOINT_VERSION, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.trainer import LOSS_NAMES, Trainer
 
 log = logging.getLogger(__name__)

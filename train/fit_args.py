@@ -9,11 +9,11 @@ import logging
 from dataclasses import fields
 from typing import Any, Sequence
 
-from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import ConfigError, TrainConfig
 from train.dataset import NotPrepared
 from train.fit import check_resumable, fit, run_dir
 from train.lineage import load_init_source
+from train.resume import CheckpointError, load_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from train.checkpoint import checkpoint_weights, is_train_checkpoint, load_checkpoint
+from train.resume import checkpoint_weights, is_train_checkpoint, load_checkpoint
 
 TRAINING_DIR = "training"
 GENERATOR_FILE = "generator.safetensors"
