@@ -86,6 +86,11 @@ def sri_sha512(path: str | os.PathLike) -> str:
     return "sha512-" + base64.b64encode(h.digest()).decode()
 
 
+def npm_tarball_name(package: str, version: str) -> str:
+    """The file ``npm pack`` writes: "@lobehub/fluent-emoji-3d", "1.1.0" -> "lobehub-fluent-emoji-3d-1.1.0.tgz"."""
+    return f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
+
+
 def npm_pack(package: str, version: str, integrity: str, dest: str | os.PathLike, *, npm: str = "npm",
              timeout: float = 600) -> Path:
     """``dest/<name>-<version>.tgz`` of ``package@version``, fetched once with ``npm pack``.
@@ -96,7 +101,7 @@ def npm_pack(package: str, version: str, integrity: str, dest: str | os.PathLike
     moved), so a stopped fetch leaves nothing behind.
     """
     dest = Path(dest)
-    tgz = dest / f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
+    tgz = dest / npm_tarball_name(package, version)
     if tgz.is_file():
         if sri_sha512(tgz) == integrity:
             return tgz

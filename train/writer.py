@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import multiprocessing as mp
+import os
 import shlex
 import shutil
 import sys
@@ -28,7 +29,7 @@ import numpy as np
 
 from p2p_demo import edges
 from p2p_demo.errors import P2PError
-from p2p_demo.files import IMAGE_SUFFIXES, atomic_write
+from p2p_demo.files import IMAGE_SUFFIXES, NpmPackError, atomic_write, npm_pack, npm_tarball_name
 from p2p_demo.image import ImageError, load_image, to_gray
 from train.dataset import FORMAT, FORMAT_VERSION
 
@@ -55,6 +56,20 @@ def hash_split(name: str, test_fraction: float) -> str:
     With test_fraction = 0.125 this is exactly ``sources.openmoji.openmoji_split``.
     """
     return "test" if int(sha1_hex(name)[:8], 16) < test_fraction * 2**32 else "train"
+
+
+def cache_dir() -> Path:
+    """Where downloaded source data is kept: ``$P2P_CACHE`` or ``~/.cache/p2p_demo``."""
+    return Path(os.environ.get("P2P_CACHE") or Path.home() / ".cache" / "p2p_demo")
+
+
+def fetch_npm_source(package: str, version: str, integrity: str, dest: Path | None = None) -> Path:
+    """A data source's pinned npm tarball, from the cache or fetched once (``files.npm_pack``)."""
+    try:
+        return npm_pack(package, version, integrity, dest or cache_dir())
+    except NpmPackError as e:
+        raise PrepareError(f"{e}; or pass --package PATH to a downloaded {npm_tarball_name(package, version)} "
+                           "or its unpacked folder") from None
 
 
 def default_line_style(size: int, stroke_width: int | None = None, margin: float | None = None) -> edges.LineStyle:

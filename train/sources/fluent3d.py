@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from p2p_demo import edges
-from p2p_demo.files import NpmPackError, npm_pack
-from train.sources.openmoji import cache_dir, openmoji_split
-from train.writer import Collector, Pair, PrepareError, common_manifest, default_line_style, imap_resumable, \
-    photo_pair, pipeline_fingerprint
+from train.sources.openmoji import openmoji_split
+from train.writer import (Collector, Pair, PrepareError, common_manifest, default_line_style, fetch_npm_source,
+                          imap_resumable, photo_pair, pipeline_fingerprint)
 
 FLUENT3D_PACKAGE = "@lobehub/fluent-emoji-3d"
 FLUENT3D_VERSION = "1.1.0"
@@ -59,11 +58,7 @@ def annotation(stem: str) -> str:
 
 
 def fetch_fluent3d(dest: Path | None = None) -> Path:
-    try:
-        return npm_pack(FLUENT3D_PACKAGE, FLUENT3D_VERSION, FLUENT3D_INTEGRITY, dest or cache_dir())
-    except NpmPackError as e:
-        raise PrepareError(f"{e}; or pass --package PATH to a downloaded "
-                           f"lobehub-fluent-emoji-3d-{FLUENT3D_VERSION}.tgz or its unpacked folder") from None
+    return fetch_npm_source(FLUENT3D_PACKAGE, FLUENT3D_VERSION, FLUENT3D_INTEGRITY, dest)
 
 
 def read_fluent3d_package(package: Path) -> dict[str, bytes]:

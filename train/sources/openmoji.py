@@ -11,7 +11,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import tarfile
 import time
 from pathlib import Path
@@ -20,9 +19,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from p2p_demo import edges
-from p2p_demo.files import NpmPackError, npm_pack, sri_sha512
+from p2p_demo.files import sri_sha512
 from p2p_demo.image import load_image, to_gray
-from train.writer import Collector, Pair, PrepareError, common_manifest, default_line_style, imap, sha1_hex
+from train.writer import (Collector, Pair, PrepareError, common_manifest, default_line_style, fetch_npm_source, imap,
+                          sha1_hex)
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +53,9 @@ def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("P2P_CACHE") or Path.home() / ".cache" / "p2p_demo")
-
-
 def fetch_openmoji(dest: Path | None = None) -> Path:
     """The openmoji@17.0.0 npm tarball, from the cache or fetched once with ``npm pack``."""
-    try:
-        return npm_pack("openmoji", OPENMOJI_VERSION, OPENMOJI_INTEGRITY, dest or cache_dir())
-    except NpmPackError as e:
-        raise PrepareError(f"{e}; or pass --package PATH to a downloaded openmoji-{OPENMOJI_VERSION}.tgz "
-                           "or its unpacked folder") from None
+    return fetch_npm_source("openmoji", OPENMOJI_VERSION, OPENMOJI_INTEGRITY, dest)
 
 
 def read_openmoji_package(package: Path) -> tuple[list[dict], dict[str, bytes], dict[str, bytes]]:
