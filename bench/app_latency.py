@@ -231,13 +231,14 @@ def main() -> None:
     args = ap.parse_args()
 
     import app
+    from p2p_demo import gradio_glue as glue
 
     samples = args.samples or app.DEFAULT_SAMPLES
     weights_dir, model, note = pick_model(args.weights_dir, args.model, args.stand_in_ngf)
     t0 = time.perf_counter()
     demo = app.build_app(weights_dir, default_model=model)
     startup = time.perf_counter() - t0
-    demo.launch(**app.LAUNCH_KWARGS, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+    glue.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                 quiet=True)
     from gradio.profiling import PROFILING_ENABLED, collector
 

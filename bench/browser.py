@@ -164,12 +164,13 @@ def main() -> None:
     args = ap.parse_args()
 
     import app
+    from p2p_demo import gradio_glue as glue
     from p2p_demo import webrt
 
     if not webrt.available():
         raise SystemExit("error: ONNX Runtime Web is not installed; run python -m p2p_demo fetch-web-runtime")
     demo = app.build_app(None, default_model=args.model)
-    manager = demo.p2p_web.manager
+    manager = glue.browser_models(demo).manager
     counter = {"renders": 0}
     render = manager._render
 
@@ -178,7 +179,7 @@ def main() -> None:
         return render(*a, **k)
 
     manager._render = counted
-    demo.launch(**app.LAUNCH_KWARGS, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+    glue.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                 quiet=True)
     try:
         cold = [cold_page(demo.local_url) for _ in range(args.cold)]

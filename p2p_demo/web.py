@@ -1,7 +1,8 @@
 """What the browser renderer gets from the app: the runtime, the model files, the headers.
 
-Routes (added to Gradio's FastAPI app through ``launch(app_kwargs=app_kwargs())``; every one a
-plain GET of a file or a small JSON, none of them renders anything):
+Routes (added to Gradio's FastAPI app through ``launch(app_kwargs=app_kwargs(models))``, which
+``p2p_demo.gradio_glue.launch`` does; every one a plain GET of a file or a small JSON, none of them
+renders anything):
 
 * ``/p2p/js/<name>``: this package's browser modules (``static/p2p_*.js``).
 * ``/p2p/ort/<tag>/<name>``: ONNX Runtime Web (``p2p_demo.webrt``), and its ``LICENSE``; the tag is
@@ -21,7 +22,7 @@ Every response gets ``Cross-Origin-Opener-Policy: same-origin`` and ``Cross-Orig
 require-corp``: the page becomes cross-origin isolated, which WebAssembly threads need
 (SharedArrayBuffer). Everything the page loads is same-origin, so nothing else changes; inside a
 cross-origin iframe (a Space shown on huggingface.co) the page is not isolated and the runtime runs
-one thread. The handlers find the app's ``BrowserModels`` as ``demo.p2p_web`` (set by app.py).
+one thread. The model routes are bound to one :class:`BrowserModels` (:func:`routes`).
 """
 
 from __future__ import annotations
@@ -177,6 +178,13 @@ class BrowserModels:
             self._exports[model_id] = (key, copies, manifest)
         return key, copies, manifest
 
+    def exported(self, model_id: str, key: str) -> dict[str, bytes] | None:
+        """The copies of an ONNX file :meth:`export` handed out under ``key``, else None (only files a
+        manifest named are served)."""
+        with self._lock:
+            entry = self._exports.get(model_id)
+        return entry[1] if entry is not None and entry[0] == key else None
+
 
 def _compressed_copies(data: bytes, folder: Path | None, key: str) -> dict[str, bytes]:
     """``data`` and its compressed copies (``webrt.ENCODINGS``), read from ``folder/browser/<key>.onnx.<ext>``
@@ -200,13 +208,6 @@ def _compressed_copies(data: bytes, folder: Path | None, key: str) -> dict[str, 
             except OSError as e:
                 log.warning("cannot cache the browser's model file in %s (%s); keeping it in memory", path.parent, e)
     return copies
-
-
-def _models(request: Request) -> BrowserModels:
-    web = getattr(getattr(request.app, "blocks", None), "p2p_web", None)
-    if web is None:
-        raise LookupError("this Gradio app has no browser renderer (build it with app.build_app)")
-    return web
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -234,8 +235,8 @@ async def runtime_file(request: Request) -> Response:
     return _encoded(request, copies, "application/wasm" if name.endswith(".wasm") else "text/javascript")
 
 
-async def models_json(request: Request) -> Response:
-    return JSONResponse(_models(request).listing(), headers={"Cache-Control": "no-store"})
+async def models_json(web: BrowserModels, request: Request) -> Response:
+    return JSONResponse(web.listing(), headers={"Cache-Control": "no-store"})
 
 
 def _manifest_sync(web: BrowserModels, model_id: str) -> Response:
@@ -251,26 +252,23 @@ def _manifest_sync(web: BrowserModels, model_id: str) -> Response:
     return JSONResponse(manifest, headers={"Cache-Control": "no-store"})
 
 
-async def model_json(request: Request) -> Response:
+async def model_json(web: BrowserModels, request: Request) -> Response:
     from starlette.concurrency import run_in_threadpool
 
     model_id = request.path_params["model_id"]
-    web = _models(request)
     if not _ID.match(model_id) or model_id not in web.manager.models:
         return _error(404, f"unknown model {model_id!r}")
     return await run_in_threadpool(_manifest_sync, web, model_id)
 
 
-async def model_onnx(request: Request) -> Response:
+async def model_onnx(web: BrowserModels, request: Request) -> Response:
     model_id, key = request.path_params["model_id"], request.path_params["key"]
-    web = _models(request)
     if model_id not in web.manager.models:
         return _error(404, f"unknown model {model_id!r}")
-    with web._lock:
-        entry = web._exports.get(model_id)
-    if entry is None or entry[0] != key:  # only files a manifest handed out
+    copies = web.exported(model_id, key)
+    if copies is None:
         return _error(404, "no such model file; fetch the model's manifest first")
-    return _encoded(request, entry[1], "application/octet-stream")
+    return _encoded(request, copies, "application/octet-stream")
 
 
 class CrossOriginIsolation:
@@ -293,28 +291,23 @@ class CrossOriginIsolation:
         await self.app(scope, receive, send_with_headers)
 
 
-ROUTES = [
-    Route("/p2p/js/{name}", js_file),
-    Route("/p2p/ort/{tag}/{name}", runtime_file),
-    Route("/p2p/models.json", models_json),
-    Route("/p2p/model/{model_id:path}/{key}.onnx", model_onnx),
-    Route("/p2p/model/{model_id:path}.json", model_json),
-]
+def routes(web: BrowserModels) -> list[Route]:
+    """The browser renderer's routes, the model routes bound to ``web``."""
+    def bound(handler: Any) -> Any:
+        async def endpoint(request: Request) -> Response:
+            return await handler(web, request)
+        return endpoint
+
+    return [
+        Route("/p2p/js/{name}", js_file),
+        Route("/p2p/ort/{tag}/{name}", runtime_file),
+        Route("/p2p/models.json", bound(models_json)),
+        Route("/p2p/model/{model_id:path}/{key}.onnx", bound(model_onnx)),
+        Route("/p2p/model/{model_id:path}.json", bound(model_json)),
+    ]
 
 
-def app_kwargs() -> dict:
+def app_kwargs(web: BrowserModels) -> dict:
     """For ``demo.launch(app_kwargs=...)``: the routes above and the isolation headers (a new dict
     each time: Gradio adds its own keys to the one it gets)."""
-    return {"routes": list(ROUTES), "middleware": [Middleware(CrossOriginIsolation)]}
-
-
-def install(demo: Any, manager: Any) -> None:
-    """Serve the browser renderer from ``demo``: its launch() gets the routes and headers."""
-    demo.p2p_web = BrowserModels(manager)
-    launch = demo.launch
-
-    def launch_with_browser_renderer(*args: Any, **kwargs: Any) -> Any:
-        kwargs["app_kwargs"] = {**app_kwargs(), **(kwargs.get("app_kwargs") or {})}
-        return launch(*args, **kwargs)
-
-    demo.launch = launch_with_browser_renderer
+    return {"routes": routes(web), "middleware": [Middleware(CrossOriginIsolation)]}

@@ -154,7 +154,9 @@ def draw_in_app(demo: Any, names: Sequence[str], timeout_s: float = 120.0) -> di
     """Each sketch drawn with the mouse in the running app (``demo``); the canvas PNG its server got."""
     from playwright.sync_api import sync_playwright
 
-    manager = demo.p2p_web.manager
+    from p2p_demo import gradio_glue as glue
+
+    manager = glue.browser_models(demo).manager
     received: list[Any] = []
     render_sketch = manager.render_sketch
 
@@ -297,15 +299,16 @@ def main(argv: list[str] | None = None) -> int:
         manager = ModelManager(weights_dir=args.weights_dir, default=models[0].id)
     else:
         import app
+        from p2p_demo import gradio_glue as glue
 
         demo = app.build_app(args.weights_dir, default_model=models[0].id)
-        demo.launch(**app.LAUNCH_KWARGS, server_name="127.0.0.1", server_port=free_port(),
+        glue.launch(demo, server_name="127.0.0.1", server_port=free_port(),
                     prevent_thread_lock=True, quiet=True)
         try:
             drawings = draw_in_app(demo, names)
         finally:
             demo.close()
-        manager = demo.p2p_web.manager
+        manager = glue.browser_models(demo).manager
         folder = args.drawings or args.out.with_suffix("")
         folder.mkdir(parents=True, exist_ok=True)
         for name, png in drawings.items():

@@ -108,11 +108,12 @@ def serve(weights_dir: Path, **build_kwargs) -> Iterator[str]:
     import huggingface_hub.constants
 
     import app
+    from p2p_demo import gradio_glue as glue
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
         demo = app.build_app(weights_dir, default_model=MODELS[0], **build_kwargs)
-        demo.launch(**app.LAUNCH_KWARGS, server_name="127.0.0.1", server_port=free_port(),
+        glue.launch(demo, server_name="127.0.0.1", server_port=free_port(),
                     prevent_thread_lock=True, quiet=True)
         try:
             yield demo.local_url

@@ -215,6 +215,7 @@ def openmoji_app():
 
     import app
 
+    from p2p_demo import gradio_glue as glue
     from p2p_demo import webrt
 
     if not webrt.available():
@@ -222,7 +223,7 @@ def openmoji_app():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
         demo = app.build_app(WEIGHTS, default_model="openmoji")
-        demo.launch(**app.LAUNCH_KWARGS, server_name="127.0.0.1", server_port=free_port(),
+        glue.launch(demo, server_name="127.0.0.1", server_port=free_port(),
                     prevent_thread_lock=True, quiet=True)
         try:
             yield demo
@@ -260,9 +261,10 @@ def assert_same_picture(browser, server) -> None:
 def test_the_browser_renders_the_servers_pictures(openmoji_app, tmp_path):
     import numpy as np
 
+    from p2p_demo import gradio_glue as glue
     from p2p_demo.edges import Strokes
 
-    manager = openmoji_app.p2p_web.manager
+    manager = glue.browser_models(openmoji_app).manager
     renderer = manager.renderer("openmoji")
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -225,13 +225,14 @@ def test_burst_overflows_the_queue_with_a_clear_message_and_the_app_recovers(url
 
 def test_output_images_never_change_under_a_download(tmp_path):
     """Gradio writes each output image at a path named by its hash; the same image again (the same
-    edge map, the same seed) must not rewrite the file a visitor is downloading (see app.py)."""
+    edge map, the same seed) must not rewrite the file a visitor is downloading (see p2p_demo/gradio_glue.py)."""
     import os
 
-    import app
     from gradio import processing_utils
 
-    app._atomic_output_cache()
+    from p2p_demo import gradio_glue
+
+    assert gradio_glue.atomic_output_cache()
     img = Image.fromarray(arrow())
     path = processing_utils.save_pil_to_cache(img, str(tmp_path), format="png")
     data = Path(path).read_bytes()
@@ -369,10 +370,10 @@ def test_the_image_argument_never_reads_a_server_path(url, client):
 
 
 def test_uploads_over_the_cap_are_refused(url, client, tmp_path):
-    import app
+    from p2p_demo import gradio_glue
 
     cap = 20 * 2**20
-    assert app.LAUNCH_KWARGS["max_file_size"] == "20mb"
+    assert gradio_glue.LAUNCH_KWARGS["max_file_size"] == "20mb"
     big = tmp_path / "big.png"
     big.write_bytes(encode(arrow(), "PNG") + b"\0" * cap)
     r = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.png", big.read_bytes(), "image/png")}, timeout=120)
