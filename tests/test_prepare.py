@@ -326,7 +326,7 @@ def test_fluent3d_pairs_skin_tones_split_and_names(tmp_path):
     assert annotation("1f468-200d-1f373") == "man cooking" and annotation("0023-fe0f-20e3") == "number sign"
     assert annotation("1f3f4-e0067_e0062_e0077_e006c_e0073") == "waving black flag"
     stems = {"1f408": (230, 140, 40), "1f431": (240, 180, 60), "1f45f": (250, 200, 80), "1f45f-1f3fd": (160, 110, 60)}
-    tgz = tmp_path / "lobehub-fluent-emoji-3d-1.1.0.tgz"
+    tgz = tmp_path / "fluent-emoji-3d-sample.tgz"  # not the published name: a repacked sample
     with tarfile.open(tgz, "w:gz") as tar:
         for stem, colour in stems.items():
             data = _render(colour)
@@ -348,3 +348,29 @@ def test_fluent3d_pairs_skin_tones_split_and_names(tmp_path):
     ink = np.argwhere(a == 0)
     disc = np.argwhere(b.min(axis=2) < 250)
     assert np.abs(ink.mean(0) - disc.mean(0)).max() < 2  # aligned: both centred on the same point
+
+
+def test_a_given_tarball_named_like_the_published_one_must_be_it(tmp_path):
+    """--package openmoji-17.0.0.tgz / lobehub-fluent-emoji-3d-1.1.0.tgz: a damaged copy is refused before
+    any pair is made (a repacked archive under another name is read as it is)."""
+    import io
+    import tarfile
+
+    from p2p_demo.files import npm_tarball_name
+    from train.sources import fluent3d, openmoji
+    from train.writer import PrepareError
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("package/assets/1f431_cat.webp")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"RIFF"))
+    for package, version, read in (("openmoji", openmoji.OPENMOJI_VERSION, openmoji.read_openmoji_package),
+                                   (fluent3d.FLUENT3D_PACKAGE, fluent3d.FLUENT3D_VERSION, fluent3d.read_fluent3d_package)):
+        damaged = tmp_path / npm_tarball_name(package, version)
+        damaged.write_bytes(buf.getvalue())
+        with pytest.raises(PrepareError, match=f"does not match the published {package}@{version} tarball"):
+            read(damaged)
+    repacked = tmp_path / "my-fluent.tgz"
+    repacked.write_bytes(buf.getvalue())
+    assert list(fluent3d.read_fluent3d_package(repacked)) == ["1f431_cat"]

@@ -29,7 +29,7 @@ import numpy as np
 
 from p2p_demo import edges
 from p2p_demo.errors import P2PError
-from p2p_demo.files import IMAGE_SUFFIXES, NpmPackError, atomic_write, npm_pack, npm_tarball_name
+from p2p_demo.files import IMAGE_SUFFIXES, NpmPackError, atomic_write, npm_pack, npm_tarball_name, sri_sha512
 from p2p_demo.image import ImageError, load_image, to_gray
 from train.dataset import FORMAT, FORMAT_VERSION
 
@@ -70,6 +70,14 @@ def fetch_npm_source(package: str, version: str, integrity: str, dest: Path | No
     except NpmPackError as e:
         raise PrepareError(f"{e}; or pass --package PATH to a downloaded {npm_tarball_name(package, version)} "
                            "or its unpacked folder") from None
+
+
+def check_npm_tarball(path: Path, package: str, version: str, integrity: str) -> None:
+    """A ``--package`` file named like the published tarball must be it: a damaged or different one
+    is refused before a pair is made from it. Other names (a repacked archive) are read as they are."""
+    if path.is_file() and path.name == npm_tarball_name(package, version) and sri_sha512(path) != integrity:
+        raise PrepareError(f"{path} does not match the published {package}@{version} tarball (damaged download?); "
+                           "delete it and run again")
 
 
 def default_line_style(size: int, stroke_width: int | None = None, margin: float | None = None) -> edges.LineStyle:

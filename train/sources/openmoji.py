@@ -19,10 +19,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from p2p_demo import edges
-from p2p_demo.files import sri_sha512
 from p2p_demo.image import load_image, to_gray
-from train.writer import (Collector, Pair, PrepareError, common_manifest, default_line_style, fetch_npm_source, imap,
-                          sha1_hex)
+from train.writer import (Collector, Pair, PrepareError, check_npm_tarball, common_manifest, default_line_style,
+                          fetch_npm_source, imap, sha1_hex)
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,7 @@ def read_openmoji_package(package: Path) -> tuple[list[dict], dict[str, bytes], 
             (black if parts[0] == "black" else color)[parts[2][: -len(".svg")]] = data()
 
     if package.is_file():
-        if package.name == f"openmoji-{OPENMOJI_VERSION}.tgz" and sri_sha512(package) != OPENMOJI_INTEGRITY:
-            raise PrepareError(f"{package} does not match the published openmoji@{OPENMOJI_VERSION} tarball "
-                               "(damaged download?); delete it and run again")
+        check_npm_tarball(package, "openmoji", OPENMOJI_VERSION, OPENMOJI_INTEGRITY)
         try:
             with tarfile.open(package, "r:*") as tar:
                 for m in tar:
