@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
-from train.lineage import checkpoint_lineage, write_training_state
+from train.lineage import checkpoint_lineage, recorded_source, write_training_state
 from train.resume import checkpoint_generator, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None, 
                   + (f", EMA of the weights (decay {cfg.get('ema_decay')}) exported" if ckpt.get("G_ema") else "")
                   + (f", mode seeking lambda {cfg.get('lambda_ms')}" if cfg.get("lambda_ms") else "")
                   + (f", autocast {cfg.get('amp')}" if cfg.get("amp", "none") != "none" else "")
-                  + (f", started from {cfg.get('init_from')}" if cfg.get("init_from") else "") + ". "
+                  + (f", started from {recorded_source(cfg['init_from'])}" if cfg.get("init_from") else "") + ". "
                   + lineage.summary() + " Sample with dropout on and per-image statistics (the reference's test mode).")
     folder = hub.save_pretrained(
         G, out, line_style=line_style or {}, name=name or Path(out).name, description=description,

@@ -81,6 +81,19 @@ class Lineage:
                 f"{self.wall_hours:.2f} h of wall time, {self.cpu_hours:.2f} CPU-hours ({', '.join(devices)}).")
 
 
+def recorded_source(spec: str) -> str:
+    """How a lineage and a model card name an ``--init-from`` source: a registry id, a Hub repo or a
+    relative path as given; an absolute path relative to the working folder when it lies inside it,
+    else by its last two parts. A model's record never carries a path of the machine that trained it."""
+    path = Path(spec)
+    if not spec or not path.is_absolute():
+        return spec
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(*path.parts[-2:]).as_posix()
+
+
 def stint_record(cfg: dict[str, Any], *, steps: int, images_seen: int, wall_s: float, threads: int, world: int,
                  device: str, init_from: str = "") -> dict[str, Any]:
     """One stint of ``train fit`` as the lineage records it. CPU-hours count threads x processes x wall
@@ -90,7 +103,7 @@ def stint_record(cfg: dict[str, Any], *, steps: int, images_seen: int, wall_s: f
         "steps": int(steps), "images_seen": int(images_seen), "wall_s": round(float(wall_s), 1),
         "device": device, "processes": int(world), "threads": int(threads),
         "cpu_hours": round(float(wall_s) * (threads * world if device == "cpu" else world) / 3600.0, 6),
-        "init_from": init_from,
+        "init_from": recorded_source(init_from),
         "recipe": {k: cfg[k] for k in RECIPE_KEYS if k in cfg},
     }
 
