@@ -207,11 +207,11 @@ def tiny(data_dir: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data=str(data_dir), out_dir=str(out), name="run", ngf=8, ndf=8, batch_size=2, n_epochs=1.0,
                 n_epochs_decay=1.0, checkpoint_every=0, sample_every=0, log_every=2, final_eval=False,
                 progress=False, device="cpu")
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_dict({**base, **kw})
 
 
 def make_trainer(cfg: TrainConfig, size: int = SIZE, spe: int = 10) -> Trainer:
-    return Trainer(cfg, size=size, in_channels=cfg.in_channels or 3, out_channels=3, device=torch.device("cpu"),
+    return Trainer(cfg, cfg.generator.resolve(size=size, channels=3), device=torch.device("cpu"),
                    steps_per_epoch=spe)
 
 

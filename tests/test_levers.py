@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 def test_ema_follows_the_warm_up_formula(data_dir):
     torch.manual_seed(0)
-    t = make_trainer(TrainConfig(ngf=8, ndf=8, batch_size=2, lr=1e-3, ema_decay=0.999))
+    t = make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8, batch_size=2, lr=1e-3, ema_decay=0.999)))
     before = {k: v.clone() for k, v in t.G.named_parameters()}
     a, b = fixed_batch(data_dir, 2)
     t.step(a, b)
@@ -48,12 +48,12 @@ def test_ema_follows_the_warm_up_formula(data_dir):
 
 
 def test_no_ema_unless_asked():
-    t = make_trainer(TrainConfig(ngf=8, ndf=8))
+    t = make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8)))
     assert t.G_ema is None and t.G_out is t.G
 
 
 def test_separate_discriminator_lr():
-    t = make_trainer(TrainConfig(ngf=8, ndf=8, lr=1e-3, lr_d=4e-4))
+    t = make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8, lr=1e-3, lr_d=4e-4)))
     assert t.opt_G.param_groups[0]["lr"] == 1e-3 and t.opt_D.param_groups[0]["lr"] == 4e-4
 
 
@@ -75,7 +75,7 @@ def test_r1_acts_on_every_sixteenth_d_step_only(data_dir):
 
     def d_after(steps: int, gamma: float) -> list[torch.Tensor]:
         torch.manual_seed(0)
-        t = make_trainer(TrainConfig(ngf=8, ndf=8, batch_size=2, norm="instance", r1_gamma=gamma))
+        t = make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8, batch_size=2, norm="instance", r1_gamma=gamma)))
         for _ in range(steps):
             torch.manual_seed(1)  # the same dropout masks in both runs
             t.step(a, b)
@@ -99,7 +99,8 @@ def test_mode_seeking_step_logs_the_term_and_pushes_samples_apart(data_dir):
 
     def spread(lambda_ms: float) -> float:
         torch.manual_seed(0)
-        t = make_trainer(TrainConfig(ngf=8, ndf=8, batch_size=2, lr=2e-3, loss="l1", lambda_ms=lambda_ms), spe=1000)
+        cfg = TrainConfig.from_dict(dict(ngf=8, ndf=8, batch_size=2, lr=2e-3, loss="l1", lambda_ms=lambda_ms))
+        t = make_trainer(cfg, spe=1000)
         for _ in range(12):
             losses = t.step(a, b)
         assert (float(losses["G_MS"]) > 0) == (lambda_ms > 0)
@@ -112,7 +113,7 @@ def test_mode_seeking_step_logs_the_term_and_pushes_samples_apart(data_dir):
 
 def test_mode_seeking_needs_dropout():
     with pytest.raises(ValueError, match="dropout"):
-        TrainConfig(lambda_ms=1.0, dropout=False)
+        TrainConfig.from_dict(dict(lambda_ms=1.0, dropout=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,9 +192,10 @@ def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path):
                             "--init-from", str(folder), "--max-steps", "3", "--ema-decay", "0.99",
                             "--batch-size", "2", "--checkpoint-every", "0", "--sample-every", "0",
                             "--no-final-eval", "--no-progress", "--device", "cpu"])
-    assert (cfg.ngf, cfg.ndf, cfg.n_layers, cfg.norm) == (8, 8, 3, "batch")
+    assert (cfg.generator.ngf, cfg.ndf, cfg.n_layers, cfg.generator.norm) == (8, 8, 3, "batch")
 
-    t = Trainer(cfg, size=SIZE, in_channels=3, out_channels=3, device=torch.device("cpu"), steps_per_epoch=6)
+    generator = cfg.generator.resolve(size=SIZE, channels=3)
+    t = Trainer(cfg, generator, device=torch.device("cpu"), steps_per_epoch=6)
     from train.lineage import load_init_source
 
     t.init_from(load_init_source(str(folder)))
@@ -204,8 +206,7 @@ def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path):
             torch.testing.assert_close(got[key], v, msg=f"{name} {key}")
 
     # A new style (--ema-restart): G and D continue, the EMA starts anew from G, warmed up.
-    fresh = Trainer(replace(cfg, ema_restart=True), size=SIZE, in_channels=3, out_channels=3,
-                    device=torch.device("cpu"), steps_per_epoch=6)
+    fresh = Trainer(replace(cfg, ema_restart=True), generator, device=torch.device("cpu"), steps_per_epoch=6)
     fresh.init_from(load_init_source(str(folder)))
     assert fresh.ema_steps == 0 and t.ema_steps >= 10_000
     for key, v in half(ckpt1["G"]).items():

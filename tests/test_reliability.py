@@ -537,7 +537,7 @@ def _fit_child(cfg: dict, cut_second_save: Path | None = None) -> str:
                  f"    open({str(cut_second_save)!r}, 'w').close()",
                  "    time.sleep(600)",
                  "torch.save = save"]
-    code.append(f"fit.fit(TrainConfig(**{cfg!r}))")
+    code.append(f"fit.fit(TrainConfig.from_dict({cfg!r}))")
     return "\n".join(code)
 
 

@@ -25,7 +25,7 @@ from p2p_demo.image import to_tensor
 from p2p_demo.nets import GeneratorConfig, SeededDropout, build_generator
 from train import fit as fit_mod
 from train import plots
-from train.config import GAN_MODES, LOSSES, ConfigError, TrainConfig
+from train.config import GAN_MODES, LOSSES, ConfigError, TrainConfig, option_fields
 from train.dataset import Jitter, PairedData, batch_indices, default_load_size, epoch_order, steps_per_epoch, to_signed
 from train.fit_args import config_from_args
 from train.resume import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -94,7 +94,7 @@ def test_epoch_order_shards_like_distributed_sampler():
 
 def test_l1_falls_on_a_fixed_batch(data_dir):
     torch.manual_seed(0)
-    t = make_trainer(TrainConfig(ngf=8, ndf=8, batch_size=4, lr=1e-3), spe=1000)
+    t = make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8, batch_size=4, lr=1e-3)), spe=1000)
     a, b = fixed_batch(data_dir)
     l1 = [float(t.step(a, b)["G_L1"]) for _ in range(30)]
     assert math.isfinite(l1[-1])
@@ -102,7 +102,7 @@ def test_l1_falls_on_a_fixed_batch(data_dir):
 
 
 def test_lr_schedule_constant_then_linear_to_zero():
-    t = make_trainer(TrainConfig(ngf=8, ndf=8, n_epochs=2, n_epochs_decay=2), spe=5)
+    t = make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8, n_epochs=2, n_epochs_decay=2)), spe=5)
     assert t.total_steps == 20
     assert [t.lr_factor(s) for s in (0, 9)] == [1.0, 1.0]
     assert t.lr_factor(10) == 1.0 and t.lr_factor(15) == 0.5 and t.lr_factor(20) == 0.0
@@ -119,7 +119,7 @@ def test_lr_schedule_constant_then_linear_to_zero():
 @pytest.mark.parametrize("gan_mode", GAN_MODES)
 def test_every_loss_option_and_gan_mode_steps(data_dir, loss, gan_mode):
     torch.manual_seed(0)
-    t = make_trainer(TrainConfig(ngf=8, ndf=8, loss=loss, gan_mode=gan_mode, batch_size=2))
+    t = make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8, loss=loss, gan_mode=gan_mode, batch_size=2)))
     a, b = fixed_batch(data_dir, 2)
     before = {k: v.clone() for k, v in t.G.state_dict().items()}
     losses = t.step(a, b)
@@ -137,7 +137,7 @@ def test_every_loss_option_and_gan_mode_steps(data_dir, loss, gan_mode):
 def test_every_patchgan_depth_steps_with_the_right_output_shape(n_layers):
     size = 128 if n_layers == 5 else SIZE  # a 286 px patch needs >= 96 px input
     torch.manual_seed(0)
-    t = make_trainer(TrainConfig(ngf=8, ndf=8, n_layers=n_layers, batch_size=1), size=size)
+    t = make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8, n_layers=n_layers, batch_size=1)), size=size)
     g = torch.Generator().manual_seed(0)
     a = torch.rand(1, 3, size, size, generator=g) * 2 - 1
     b = torch.rand(1, 3, size, size, generator=g) * 2 - 1
@@ -156,13 +156,13 @@ def test_generator_trains_in_training_mode_and_samples_in_test_mode(data_dir):
         return ({m.stats for m in g.modules() if isinstance(m, SampleNorm)},
                 {m.enabled and m.masks is None for m in g.modules() if isinstance(m, SeededDropout)}, g.training)
 
-    t = make_trainer(TrainConfig(ngf=8, ndf=8))
+    t = make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8)))
     assert mode(t.G) == ({"batch"}, {True}, True)
     held_out = PairedData.load(data_dir, "test")
     g1 = plots.sample_grid(t.G, held_out, 2, 3)
     assert mode(t.G) == ({"batch"}, {True}, True)  # back to training mode after sampling
     t.step(*fixed_batch(data_dir, 2))
-    t.G.load_state_dict(make_trainer(TrainConfig(ngf=8, ndf=8)).G.state_dict())
+    t.G.load_state_dict(make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8))).G.state_dict())
     assert np.array_equal(plots.sample_grid(t.G, held_out, 2, 3), g1)  # fixed dropout seeds: comparable grids
     assert g1.shape == (4 + 2 * (SIZE + 4), 4 + 3 * (SIZE + 4), 3)
 
@@ -180,7 +180,7 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     assert first["step"] == 4
     cfg = config_from_args(["--resume", "--out-dir", str(tmp_path), "--name", "split", "--max-steps", "8",
                             "--no-progress"])
-    assert cfg.ngf == 8 and cfg.max_steps == 8  # the experiment from the checkpoint, the budget from the CLI
+    assert cfg.generator.ngf == 8 and cfg.max_steps == 8  # the experiment from the checkpoint, the budget from the CLI
     fit_mod.fit(cfg)
     a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last.pt")
@@ -267,7 +267,7 @@ def test_checkpoint_holds_everything_to_resume(trained):
         assert key in ckpt, key
     assert ckpt["step"] == 6 and ckpt["epoch"] == 1.0
     assert set(ckpt["rng"][0]) == {"python", "numpy", "torch", "cuda", "jitter"}
-    assert TrainConfig.from_dict(ckpt["config"]).ngf == 8
+    assert TrainConfig.from_dict(ckpt["config"]).generator.ngf == 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,8 +373,8 @@ def test_export_round_trips_through_hub(trained, tmp_path):
 
 
 def test_budget_schedule_lays_the_same_shape_over_the_wall_clock():
-    t = make_trainer(TrainConfig(ngf=8, ndf=8, n_epochs=1, n_epochs_decay=3, lr_schedule="budget",
-                                 max_seconds=100), spe=5)
+    t = make_trainer(TrainConfig.from_dict(dict(ngf=8, ndf=8, n_epochs=1, n_epochs_decay=3, lr_schedule="budget",
+                                 max_seconds=100)), spe=5)
     factors = []
     for used in (0.0, 0.2, 0.25, 0.625, 1.0, 1.3):
         t.budget_used = used
@@ -416,7 +416,7 @@ def test_dropout_rate_reaches_the_generator_and_its_checkpoint(data_dir, tmp_pat
     rates = {m.p for m in G.modules() if isinstance(m, SeededDropout)}
     assert rates == {0.2}
     with pytest.raises(ValueError, match="--dropout-p"):
-        TrainConfig(dropout_p=1.0)
+        TrainConfig.from_dict(dict(dropout_p=1.0))
 
 
 def test_command_line_flags_map_onto_the_config(data_dir):
@@ -425,7 +425,8 @@ def test_command_line_flags_map_onto_the_config(data_dir):
                             "--ndf", "32", "--batch-size", "4", "--amp", "bf16", "--channels-last", "--compile",
                             "--seed", "7", "--device", "cpu", "--workers", "2", "--max-seconds", "60",
                             "--no-jitter", "--no-flip"])
-    assert (cfg.loss, cfg.gan_mode, cfg.lambda_l1, cfg.n_layers, cfg.ngf, cfg.num_downs, cfg.norm, cfg.dropout) == \
+    g = cfg.generator
+    assert (cfg.loss, cfg.gan_mode, cfg.lambda_l1, cfg.n_layers, g.ngf, g.num_downs, g.norm, g.dropout) == \
         ("l1+gan", "hinge", 10.0, 1, 16, 5, "instance", False)
     assert (cfg.ndf, cfg.batch_size, cfg.amp, cfg.channels_last, cfg.compile, cfg.seed, cfg.workers) == \
         (32, 4, "bf16", True, True, 7, 2)
@@ -499,8 +500,9 @@ def test_compare_trains_each_variant_once_and_tables_them(tmp_path):
     assert [r["variant"] for r in results] == [label for label, _ in SUITES["patch"]]
     for r in results:
         assert r["steps"] == 1 and np.isfinite([r["l1"], r["psnr"], r["ssim"]]).all()
-        cfg = json.loads((Path(r["run"]) / "metrics.json").read_text())["config"]
-        assert cfg["ngf"] == 16 and cfg["norm"] == "instance" and cfg["batch_size"] == 4
+        cfg = TrainConfig.from_dict(json.loads((Path(r["run"]) / "metrics.json").read_text())["config"])
+        g = cfg.generator
+        assert (g.ngf, g.norm, g.in_channels, cfg.batch_size) == (16, "instance", 1, 4)  # COMPACT's architecture
     assert [json.loads((Path(r["run"]) / "metrics.json").read_text())["config"]["n_layers"] for r in results] == [0, 1, 3, 5]
     table = (tmp_path / "patch" / "results.md").read_text()
     assert table.count("\n") == 2 + len(results) and "1x1 PixelGAN" in table
@@ -578,7 +580,7 @@ def test_compare_continue_suite_continues_one_model_with_each_lever(tmp_path):
         assert m["config"]["init_from"] == str(model) and m["config"]["max_seconds"] == 3
         assert m["config"]["lambda_l1"] == options.get("lambda_l1", 100.0)
         assert m["config"]["freehand"] == options.get("freehand", 0.0)
-        assert m["config"]["ngf"] == 8  # the architecture comes from the model continued
+        assert m["config"]["generator"]["ngf"] == 8  # the architecture comes from the model continued
         assert load_checkpoint(Path(x["run"]) / "checkpoints" / "last.pt")["lineage"]["stints"][0]["steps"] == base["steps"]
         assert Path(x["run"]).name.isascii()
     assert (tmp_path / "c" / "continue" / "grid.png").is_file()
@@ -620,15 +622,13 @@ def test_bf16_on_a_cpu_is_judged_by_its_flags():
 
 
 def test_options_say_their_help_once_and_refuse_senseless_values_by_flag():
-    from dataclasses import fields
-
-    assert all(f.metadata.get("help") for f in fields(TrainConfig))  # the one place help is written
+    assert all(f.metadata.get("help") for f in option_fields())  # the one place help is written
     for kw, flag in ((dict(lambda_l1=-1.0), "--lambda-l1"), (dict(lambda_ms=-0.1), "--lambda-ms"),
                      (dict(r1_gamma=-1.0), "--r1-gamma"), (dict(dropout_p=1.0), "--dropout-p"),
                      (dict(batch_size=0), "--batch-size"), (dict(lr=0.0), "--lr"), (dict(beta2=1.0), "--beta2"),
                      (dict(n_layers=6), "--n-layers"), (dict(log_every=0), "--log-every")):
         with pytest.raises(ConfigError, match=f"^{flag} must be"):
-            TrainConfig(**kw)
+            TrainConfig.from_dict(kw)
     with pytest.raises(SystemExit):
         config_from_args(["--data", "x", "--in-channels", "2"])
 
@@ -637,5 +637,6 @@ def test_the_bundled_models_training_state_still_sets_init_from_defaults():
     from train.fit_args import architecture_of
 
     arch = architecture_of(str(Path(__file__).resolve().parent.parent / "weights" / "openmoji"))
-    cfg = TrainConfig(data="x", init_from="weights/openmoji", **arch)
-    assert (cfg.ngf, cfg.norm, cfg.dropout) == (arch["ngf"], arch["norm"], arch["dropout"])
+    cfg = TrainConfig.from_dict({"data": "x", "init_from": "weights/openmoji", **arch})
+    g = cfg.generator
+    assert (g.ngf, g.norm, g.dropout) == (arch["ngf"], arch["norm"], arch["dropout"])

@@ -74,7 +74,7 @@ def test_what_cannot_be_widened_is_refused():
 def test_init_from_with_a_larger_ngf_continues_the_model_wider(data_dir, tmp_path):
     fit_mod.fit(tiny(data_dir, tmp_path, name="narrow", norm="instance", ema_decay=0.9, max_steps=2))
     source = load_init_source(str(tmp_path / "narrow" / "checkpoints" / "last.pt"))
-    t = make_trainer(TrainConfig(ngf=16, ndf=8, norm="instance", ema_decay=0.9))
+    t = make_trainer(TrainConfig.from_dict(dict(ngf=16, ndf=8, norm="instance", ema_decay=0.9)))
     t.init_from(source)
     narrow = build_generator(GeneratorConfig.from_dict(source.generator_config))
     narrow.load_state_dict(source.ema)
@@ -84,7 +84,7 @@ def test_init_from_with_a_larger_ngf_continues_the_model_wider(data_dir, tmp_pat
     # and through the command line: the run trains at ngf 16 from the ngf 8 model
     m = fit_mod.fit(tiny(data_dir, tmp_path, name="wide", norm="instance", ngf=16, ema_decay=0.9, max_steps=2,
                          init_from=str(tmp_path / "narrow" / "checkpoints" / "last.pt")))
-    assert m["config"]["ngf"] == 16 and m["steps"] == 2
-    bn = make_trainer(TrainConfig(ngf=16, ndf=8, norm="batch"))
+    assert m["config"]["generator"]["ngf"] == 16 and m["steps"] == 2
+    bn = make_trainer(TrainConfig.from_dict(dict(ngf=16, ndf=8, norm="batch")))
     with pytest.raises(ConfigError, match="ngf 8, this run 16"):
         bn.init_from(source)

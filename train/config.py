@@ -4,15 +4,23 @@ Defaults are the reference's (pix2pix, Isola et al. 2017, and its PyTorch code):
 (BCE-with-logits) GAN loss, 70x70 PatchGAN, unet_256 with BatchNorm and dropout, batch 1,
 Adam 2e-4 (0.5, 0.999), 100 epochs constant + 100 epochs linear decay, load 286 -> crop 256 +
 flip, N(0, 0.02) init.
+
+The generator's architecture is one nested object, ``TrainConfig.generator`` (``GeneratorOptions``):
+the options as asked, some left to the data (0 = decided by it). ``GeneratorOptions.resolve`` turns
+them into the ``p2p_demo.nets.GeneratorConfig`` the networks are built from, where the data is
+known (``train.fit.Run``); the trainer and the checkpoint's "generator_config" hold that resolved one.
+On the command line, and in every config saved before they were nested, the generator's options sit
+flat beside the others (``--ngf``, ``"ngf": 16``); ``flat_options`` and ``TrainConfig.from_dict`` read both.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 from p2p_demo.errors import P2PError
-from p2p_demo.nets import NORMS, UPSAMPLES
+from p2p_demo.nets import NORMS, UPSAMPLES, GeneratorConfig
 
 
 class ConfigError(P2PError, ValueError):
@@ -25,7 +33,8 @@ GAN_MODES = ("vanilla", "lsgan", "hinge")
 AMP_MODES = ("none", "bf16", "fp16")
 LR_SCHEDULES = ("epochs", "budget")
 
-# Fields that may differ between a run and its resumption (budgets, logging, hardware).
+# Options (by their command-line names) that may differ between a run and its resumption (budgets,
+# logging, hardware).
 # Everything else defines the experiment and must match the checkpoint.
 RESUMABLE = frozenset({
     "max_steps", "max_seconds", "checkpoint_every", "sample_every", "log_every", "device",
@@ -35,8 +44,9 @@ RESUMABLE = frozenset({
 
 def _opt(default: Any, help: str, *, choices: tuple | None = None, at_least: float | None = None,
          above: float | None = None, at_most: float | None = None, below: float | None = None) -> Any:
-    """A TrainConfig field: its default, its --help text (the one place it is written), and the values
-    that make sense (checked by TrainConfig, shown by the command line)."""
+    """An option (a field of TrainConfig or GeneratorOptions): its default, its --help text (the one
+    place it is written), and the values that make sense (checked by its dataclass, shown by the
+    command line)."""
     limits = dict(choices=choices, at_least=at_least, above=above, at_most=at_most, below=below)
     return field(default=default, metadata={"help": help, **{k: v for k, v in limits.items() if v is not None}})
 
@@ -59,6 +69,60 @@ def _out_of_range(value: Any, meta: Mapping[str, Any]) -> str | None:
     return f"must be {want}, got {value}"
 
 
+def _check_ranges(options: Any) -> None:
+    """Refuse a dataclass of options whose field is out of its ``_opt`` range, naming the flag."""
+    for f in fields(options):
+        problem = _out_of_range(getattr(options, f.name), f.metadata)
+        if problem:
+            raise ConfigError(f"--{f.name.replace('_', '-')} {problem}")
+
+
+@dataclass
+class GeneratorOptions:
+    """The generator's architecture as a run asks for it, before the data is known.
+
+    Not a ``p2p_demo.nets.GeneratorConfig`` itself: ``in_channels`` and ``num_downs`` may be 0 (decided
+    by the data), and the targets decide ``out_channels``; ``resolve`` makes the GeneratorConfig.
+    ``norm`` is here because it is the generator's (a model continued with --init-from brings its
+    own); the discriminator follows it, as with the reference's one --norm for both networks.
+    """
+
+    ngf: int = _opt(64, "generator width: filters of its first layer", at_least=1)
+    num_downs: int = _opt(0, "U-Net depth; 0 = log2(size), a 1x1 bottleneck (8 = unet_256 at 256 px)", at_least=0)
+    norm: str = _opt("batch", "normalisation of G and D: batch | instance", choices=NORMS)
+    dropout: bool = _opt(True, "dropout in the generator's decoder (the reference's noise)")
+    dropout_p: float = _opt(0.5, "generator dropout rate (the reference: 0.5)", above=0, below=1)
+    in_channels: int = _opt(0, "generator input channels: 0 = as many as the targets (the reference feeds edges as "
+                               "RGB), 1 or 3", choices=(0, 1, 3))
+    upsample: str = _opt("transpose", "decoder x2 steps: transpose (the reference's 4x4 stride-2) | resize "
+                                      "(nearest x2 + 3x3 conv: no checkerboard)", choices=UPSAMPLES)
+
+    def __post_init__(self) -> None:
+        _check_ranges(self)
+        if self.num_downs and self.num_downs < 5:
+            raise ConfigError(f"--num-downs must be 0 (auto) or at least 5, got {self.num_downs}")
+
+    def num_downs_at(self, size: int) -> int:
+        """The U-Net's depth for images of ``size`` px: as asked, else a 1x1 bottleneck at that size."""
+        return self.num_downs or int(math.log2(size))
+
+    def resolve(self, *, size: int, channels: int) -> GeneratorConfig:
+        """The generator for this data: ``size`` px images (the smallest a run trains at) whose
+        targets have ``channels`` channels."""
+        num_downs = self.num_downs_at(size)
+        if size % 2**num_downs:
+            raise ConfigError(f"image size {size} is not a multiple of 2**num_downs = {2**num_downs}")
+        return GeneratorConfig(**{**asdict(self), "in_channels": self.in_channels or channels,
+                                  "out_channels": channels, "num_downs": num_downs})
+
+    @classmethod
+    def of(cls, saved: Mapping[str, Any]) -> "GeneratorOptions":
+        """The options that build a saved generator (``GeneratorConfig.to_dict()``, older ones lacking
+        later keys) again, its data's choices fixed: what --init-from continues."""
+        config = GeneratorConfig.from_dict(dict(saved))
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+
 @dataclass
 class TrainConfig:
     # data and output
@@ -74,16 +138,8 @@ class TrainConfig:
                                 "every 16th D step (R1_EVERY); 0 = off", at_least=0)
     lambda_ms: float = _opt(0.0, "weight of the mode-seeking term between two dropout samples (Mao et al. 2019); "
                                  "0 = off", at_least=0)
-    # generator
-    ngf: int = _opt(64, "generator width: filters of its first layer", at_least=1)
-    num_downs: int = _opt(0, "U-Net depth; 0 = log2(size), a 1x1 bottleneck (8 = unet_256 at 256 px)", at_least=0)
-    norm: str = _opt("batch", "normalisation of G and D: batch | instance", choices=NORMS)
-    dropout: bool = _opt(True, "dropout in the generator's decoder (the reference's noise)")
-    dropout_p: float = _opt(0.5, "generator dropout rate (the reference: 0.5)", above=0, below=1)
-    in_channels: int = _opt(0, "generator input channels: 0 = as many as the targets (the reference feeds edges as "
-                               "RGB), 1 or 3", choices=(0, 1, 3))
-    upsample: str = _opt("transpose", "decoder x2 steps: transpose (the reference's 4x4 stride-2) | resize "
-                                      "(nearest x2 + 3x3 conv: no checkerboard)", choices=UPSAMPLES)
+    # generator: its architecture (the command line's --ngf ... --upsample)
+    generator: GeneratorOptions = field(default_factory=GeneratorOptions)
     # discriminator
     ndf: int = _opt(64, "discriminator width: filters of its first layer", at_least=1)
     n_layers: int = _opt(3, "PatchGAN depth 0..5 (0 = 1x1 PixelGAN, 1..5 = 16..286 px patches, 3 = 70x70)",
@@ -142,12 +198,7 @@ class TrainConfig:
     resume: bool = _opt(False, "continue from <out-dir>/<name>/checkpoints/last.pt")
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            problem = _out_of_range(getattr(self, f.name), f.metadata)
-            if problem:
-                raise ConfigError(f"--{f.name.replace('_', '-')} {problem}")
-        if self.num_downs and self.num_downs < 5:
-            raise ConfigError(f"--num-downs must be 0 (auto) or at least 5, got {self.num_downs}")
+        _check_ranges(self)  # the generator's options check theirs
         if self.n_epochs + self.n_epochs_decay <= 0:
             raise ConfigError("--n-epochs and --n-epochs-decay must not both be 0")
         if self.lr_schedule == "budget" and self.max_seconds <= 0:
@@ -158,7 +209,7 @@ class TrainConfig:
                               "smaller --size) and --low-res-share F (the share of the budget spent on them)")
         if self.r1_gamma and not self.uses_gan:
             raise ConfigError("--r1-gamma regularises the discriminator, and loss 'l1' has none")
-        if self.lambda_ms and not self.dropout:
+        if self.lambda_ms and not self.generator.dropout:
             raise ConfigError("--lambda-ms needs dropout: the mode-seeking term compares two dropout samples")
 
     # loss options, spelled out once
@@ -176,12 +227,28 @@ class TrainConfig:
         return self.loss.endswith("cgan")
 
     def to_dict(self) -> dict[str, Any]:
+        """The saved layout: the generator's options nested under "generator"."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        """A config from options: nested (``to_dict``), or flat (the command line's layout, and that of
+        every config saved before the generator's options were nested)."""
+        options = flat_options(d)
+        unknown = set(options) - {f.name for f in option_fields()}
         if unknown:
             raise ConfigError(f"unknown train config keys: {sorted(unknown)}")
-        return cls(**d)
+        generator = {f.name: options.pop(f.name) for f in fields(GeneratorOptions) if f.name in options}
+        return cls(**options, generator=GeneratorOptions(**generator))
+
+
+def option_fields() -> list[Field]:
+    """Every option as the command line lists it: TrainConfig's fields, the generator's in its place."""
+    return [g for f in fields(TrainConfig) for g in (fields(GeneratorOptions) if f.name == "generator" else (f,))]
+
+
+def flat_options(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A config dict, nested (``TrainConfig.to_dict``) or flat (saved before the nesting), in the flat
+    layout of the command line, with no key added or checked. Where a dict has both, the flat key wins
+    (an option given over a saved config). What --resume compares and a stint's recipe records."""
+    return {**(d.get("generator") or {}), **{k: v for k, v in d.items() if k != "generator"}}

@@ -81,7 +81,7 @@ def curriculum(cfg: TrainConfig, manifest: dict[str, Any], train: PairedData, de
     plan = Curriculum(full, low, cfg.low_res_share)
     for s in plan.sizes:
         check_patchgan_fits(cfg.n_layers, s)
-    depth = cfg.num_downs or int(math.log2(min(plan.sizes)))
+    depth = cfg.generator.num_downs_at(min(plan.sizes))
     if low is not None and any(s % 2**depth for s in plan.sizes):
         raise ConfigError(f"the curriculum trains one U-Net at {low.data.size} and {train.size} px: both must be "
                           f"multiples of 2**num_downs = {2**depth} (give --num-downs "

@@ -19,13 +19,13 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
 
 from p2p_demo.image import save_image
-from train.config import RESUMABLE, ConfigError, TrainConfig
+from train.config import RESUMABLE, ConfigError, TrainConfig, flat_options
 from train.curriculum import Phase, curriculum
 from train.dataset import PairedData, batch_indices, load_manifest, split_size, steps_per_epoch
 from train.distributed import init_distributed, resolve_device
@@ -42,8 +42,11 @@ def run_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.out_dir) / cfg.name
 
 
-def check_resumable(cfg: TrainConfig, saved: dict[str, Any]) -> None:
-    diff = {k: (saved[k], v) for k, v in cfg.to_dict().items()
+def check_resumable(cfg: TrainConfig, saved: Mapping[str, Any]) -> None:
+    """Refuse to resume a checkpoint's config (either layout, ``flat_options``) with another experiment:
+    options outside RESUMABLE that the checkpoint records must be the same."""
+    saved = flat_options(saved)
+    diff = {k: (saved[k], v) for k, v in flat_options(cfg.to_dict()).items()
             if k not in RESUMABLE and k in saved and saved[k] != v}
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
@@ -119,12 +122,13 @@ class Run:
         if self.held_out is None and self.main:
             log.warning("no test split in %s: sample grids use training pairs and no final evaluation runs", cfg.data)
         self.grid_data = self.held_out if self.held_out is not None else train
-        self.in_ch, out_ch = cfg.in_channels or train.channels, train.channels
         self.curriculum = curriculum(cfg, self.manifest, train, self.device)
         self.spe = steps_per_epoch(len(train), cfg.batch_size, self.world)
-        # the smallest size decides the U-Net's default depth (a 1x1 bottleneck there) and must take it
-        self.trainer = Trainer(cfg, size=min(self.curriculum.sizes), in_channels=self.in_ch, out_channels=out_ch,
-                               device=self.device, steps_per_epoch=self.spe, world=self.world)
+        # Where the generator's options meet the data: the smallest size decides the U-Net's default
+        # depth (a 1x1 bottleneck there) and must take it; the targets decide the channels.
+        generator = cfg.generator.resolve(size=min(self.curriculum.sizes), channels=train.channels)
+        self.in_ch = generator.in_channels
+        self.trainer = Trainer(cfg, generator, device=self.device, steps_per_epoch=self.spe, world=self.world)
         total = self.trainer.total_steps
         self.total = total if not cfg.max_steps else min(total, cfg.max_steps)
 

@@ -1,15 +1,16 @@
-"""The ``python -m train fit`` command line: TrainConfig's fields as flags, an --init-from model's
-architecture as the defaults, --resume's saved config."""
+"""The ``python -m train fit`` command line: TrainConfig's options as flags (the generator's flat
+beside the rest: --ngf, not --generator-ngf), an --init-from model's architecture as the defaults,
+--resume's saved config."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-from dataclasses import fields
+from dataclasses import asdict
 from typing import Any, Sequence
 
-from train.config import ConfigError, TrainConfig
+from train.config import ConfigError, GeneratorOptions, TrainConfig, flat_options, option_fields
 from train.dataset import NotPrepared
 from train.fit import check_resumable, fit, run_dir
 from train.lineage import load_init_source
@@ -19,7 +20,7 @@ from train.resume import CheckpointError, load_checkpoint
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train fit", description="Train a pix2pix generator.",
                                 argument_default=argparse.SUPPRESS)
-    for f in fields(TrainConfig):
+    for f in option_fields():
         flag = "--" + f.name.replace("_", "-")
         kind = type(f.default)
         help_ = f"{f.metadata['help']} (default: {f.default})"
@@ -33,9 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def architecture_of(spec: str) -> dict[str, Any]:
     """The architecture options of an --init-from source, so continuing a model needs no copy of them."""
     src = load_init_source(spec)
-    g = src.generator_config
-    arch = {"ngf": g["ngf"], "num_downs": g["num_downs"], "norm": g["norm"], "dropout": g["dropout"],
-            "dropout_p": g.get("dropout_p", 0.5), "in_channels": g["in_channels"], "upsample": g.get("upsample", "transpose")}
+    arch = asdict(GeneratorOptions.of(src.generator_config))
     if src.lineage.discriminator:
         arch.update(ndf=src.lineage.discriminator["ndf"], n_layers=src.lineage.discriminator["n_layers"])
     return arch
@@ -48,9 +47,9 @@ def config_from_args(argv: Sequence[str] | None) -> TrainConfig:
             raise SystemExit("fit: --data DIR is required")
         if given.get("init_from"):
             given = {**architecture_of(given["init_from"]), **given}
-        return TrainConfig(**given)
+        return TrainConfig.from_dict(given)
     base = TrainConfig(**{k: v for k, v in given.items() if k in ("out_dir", "name")})
-    saved = load_checkpoint(run_dir(base) / "checkpoints" / "last.pt", mmap=True)["config"]
+    saved = flat_options(load_checkpoint(run_dir(base) / "checkpoints" / "last.pt", mmap=True)["config"])
     cfg = TrainConfig.from_dict({**saved, **given})
     check_resumable(cfg, saved)
     return cfg

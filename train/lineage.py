@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from train.config import flat_options
 from train.resume import checkpoint_weights, is_train_checkpoint, load_checkpoint
 
 TRAINING_DIR = "training"
@@ -32,7 +33,8 @@ DISCRIMINATOR_FILE = "discriminator.safetensors"
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 
-# The recipe options a stint records (the rest of TrainConfig is bookkeeping).
+# The recipe options a stint records (the rest of TrainConfig is bookkeeping), by their command-line
+# names: a recipe is flat (``train.config.flat_options``) whichever layout the config was saved in.
 RECIPE_KEYS = ("ngf", "loss", "gan_mode", "lambda_l1", "lambda_ms", "r1_gamma", "ndf", "n_layers", "batch_size", "lr", "lr_d",
                "beta1", "beta2", "n_epochs", "n_epochs_decay", "lr_schedule", "max_seconds", "ema_decay",
                "dropout_p", "jitter", "flip", "freehand", "low_res_share", "amp", "seed")
@@ -96,15 +98,17 @@ def recorded_source(spec: str) -> str:
 
 def stint_record(cfg: dict[str, Any], *, steps: int, images_seen: int, wall_s: float, threads: int, world: int,
                  device: str, init_from: str = "") -> dict[str, Any]:
-    """One stint of ``train fit`` as the lineage records it. CPU-hours count threads x processes x wall
-    time on a CPU (what a 2-core machine spends); on a GPU they count the GPU-hours instead."""
+    """One stint of ``train fit`` as the lineage records it, from its config dict (either layout).
+    CPU-hours count threads x processes x wall time on a CPU (what a 2-core machine spends); on a GPU
+    they count the GPU-hours instead."""
+    options = flat_options(cfg)
     return {
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "steps": int(steps), "images_seen": int(images_seen), "wall_s": round(float(wall_s), 1),
         "device": device, "processes": int(world), "threads": int(threads),
         "cpu_hours": round(float(wall_s) * (threads * world if device == "cpu" else world) / 3600.0, 6),
         "init_from": recorded_source(init_from),
-        "recipe": {k: cfg[k] for k in RECIPE_KEYS if k in cfg},
+        "recipe": {k: options[k] for k in RECIPE_KEYS if k in options},
     }
 
 

@@ -26,14 +26,15 @@ from typing import Sequence
 
 import torch
 
-from train.config import TrainConfig
+from train.config import GeneratorOptions, TrainConfig
 from train.dataset import Jitter, PairedData
 from train.distributed import resolve_device
 from train.trainer import Trainer
 
 
 def recipes(device: torch.device, size: int, compile_: bool | None = None) -> dict[str, TrainConfig]:
-    base = TrainConfig(ngf=64, ndf=64, num_downs=int(math.log2(size)), norm="batch", n_layers=3, jitter=True, flip=True)
+    base = TrainConfig(generator=GeneratorOptions(ngf=64, num_downs=int(math.log2(size)), norm="batch"), ndf=64,
+                       n_layers=3, jitter=True, flip=True)
     reference = replace(base, batch_size=1, amp="none", channels_last=False, compile=False)
     if device.type == "cuda":
         can_compile = compile_ if compile_ is not None else _compile_works()
@@ -66,7 +67,7 @@ def _sync(device: torch.device) -> None:
 def measure(cfg: TrainConfig, device: torch.device, size: int, steps: int, warmup: int) -> dict[str, float]:
     """Training images/s of ``cfg`` over ``steps`` timed steps after ``warmup`` untimed ones."""
     data = synthetic_pairs(max(2 * cfg.batch_size, 8), size, device)
-    trainer = Trainer(cfg, size=size, in_channels=3, out_channels=3, device=device, steps_per_epoch=1_000_000)
+    trainer = Trainer(cfg, cfg.generator.resolve(size=size, channels=3), device=device, steps_per_epoch=1_000_000)
     jitter = Jitter(size, jitter=cfg.jitter, flip=cfg.flip)
     rng = torch.Generator().manual_seed(0)
 
@@ -89,7 +90,8 @@ def measure(cfg: TrainConfig, device: torch.device, size: int, steps: int, warmu
 
 
 def describe(cfg: TrainConfig) -> str:
-    return (f"ngf {cfg.ngf}, {cfg.norm}norm, batch {cfg.batch_size}, {'fp32' if cfg.amp == 'none' else cfg.amp}, "
+    g = cfg.generator
+    return (f"ngf {g.ngf}, {g.norm}norm, batch {cfg.batch_size}, {'fp32' if cfg.amp == 'none' else cfg.amp}, "
             f"{'channels_last' if cfg.channels_last else 'NCHW'}, {'compiled' if cfg.compile else 'eager'}, "
             f"jitter {'on' if cfg.jitter else 'off'}")
 

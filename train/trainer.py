@@ -86,27 +86,25 @@ class _PairD(nn.Module):
 
 
 class Trainer:
-    """G, D, their optimisers, lr schedules and grad scalers, and one training step."""
+    """G, D, their optimisers, lr schedules and grad scalers, and one training step.
 
-    def __init__(self, cfg: TrainConfig, *, size: int, in_channels: int, out_channels: int,
-                 device: torch.device, steps_per_epoch: int, world: int = 1) -> None:
-        self.cfg, self.device, self.world = cfg, device, world
+    ``generator`` is ``cfg.generator`` resolved for the data (``GeneratorOptions.resolve``); G is built
+    from it, D takes its norm, and the checkpoint records it (``gen_config``).
+    """
+
+    def __init__(self, cfg: TrainConfig, generator: GeneratorConfig, *, device: torch.device, steps_per_epoch: int,
+                 world: int = 1) -> None:
+        self.cfg, self.gen_config, self.device, self.world = cfg, generator, device, world
         if cfg.amp == "bf16" and device.type == "cpu" and cpu_has_native_bf16() is False:
             log.warning("--amp bf16 on a CPU without hardware bf16 (no avx512_bf16 or amx_bf16 flag): oneDNN "
                         "emulates it and training runs many times slower than fp32; use --amp none here")
-        num_downs = cfg.num_downs or int(math.log2(size))
-        if size % 2**num_downs:
-            raise ConfigError(f"image size {size} is not a multiple of 2**num_downs = {2**num_downs}")
-        self.gen_config = GeneratorConfig(in_channels=in_channels, out_channels=out_channels, ngf=cfg.ngf,
-                                          num_downs=num_downs, norm=cfg.norm, dropout=cfg.dropout,
-                                          dropout_p=cfg.dropout_p, upsample=cfg.upsample)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-        self.G = build_generator(self.gen_config)
+        self.G = build_generator(generator)
         init_weights(self.G, cfg.init_std)
         self.D: PatchDiscriminator | None = None
         if cfg.uses_gan:
-            self.D = PatchDiscriminator(d_in_channels(in_channels, out_channels, cfg.conditional),
-                                        ndf=cfg.ndf, n_layers=cfg.n_layers, norm=cfg.norm)
+            self.D = PatchDiscriminator(d_in_channels(generator.in_channels, generator.out_channels, cfg.conditional),
+                                        ndf=cfg.ndf, n_layers=cfg.n_layers, norm=generator.norm)
             init_weights(self.D, cfg.init_std)
         # The EMA of G's weights (Karras et al.'s generator averaging): what sample grids, the final
         # evaluation and export use when the run keeps one. ``ema_steps`` drives its warm-up.
@@ -163,9 +161,9 @@ class Trainer:
     def discriminator_config(self) -> dict[str, Any] | None:
         if self.D is None:
             return None
-        cfg = self.cfg
-        return {"in_channels": d_in_channels(self.gen_config.in_channels, self.gen_config.out_channels, cfg.conditional),
-                "ndf": cfg.ndf, "n_layers": cfg.n_layers, "norm": cfg.norm}
+        cfg, g = self.cfg, self.gen_config
+        return {"in_channels": d_in_channels(g.in_channels, g.out_channels, cfg.conditional),
+                "ndf": cfg.ndf, "n_layers": cfg.n_layers, "norm": g.norm}
 
     @property
     def G_out(self) -> nn.Module:
@@ -285,7 +283,7 @@ class Trainer:
         if cfg.uses_l1:
             loss_G = loss_G + cfg.lambda_l1 * loss_G_L1
         if fake2 is not None:
-            loss_G_MS = mode_seeking_loss(fake.float(), fake2.float(), cfg.dropout_p)
+            loss_G_MS = mode_seeking_loss(fake.float(), fake2.float(), self.gen_config.dropout_p)
             loss_G = loss_G + cfg.lambda_ms * loss_G_MS
         self.scaler_G.scale(loss_G).backward()
         self.scaler_G.step(self.opt_G)
