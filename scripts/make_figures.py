@@ -15,16 +15,18 @@ writes  heldout.png   held-out drawings: input | output | target (the reference'
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
 
-from p2p_demo.examples import example_paths
-import cv2
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
-from p2p_demo.image import grid, load_image, resize, save_image
-from p2p_demo.render import Renderer
-from train.dataset import pick_examples
+from p2p_demo.examples import example_paths  # noqa: E402
+from p2p_demo.image import grid, load_image, resize, save_image  # noqa: E402
+from p2p_demo.render import Renderer  # noqa: E402
+from train.dataset import pick_examples  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
