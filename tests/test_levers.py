@@ -217,7 +217,7 @@ def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path):
     lin2 = read_lineage(folder2)
     assert [s["steps"] for s in lin2.stints] == [4, 3] and lin2.steps == 7 and lin2.images_seen == 14
     # The record names its source without the training machine's absolute paths.
-    assert lin2.stints[1]["init_from"] == f"{tmp_path.name}/model"
+    assert lin2.stints[1]["init_from"] == "model (a local path)"
     assert str(tmp_path) not in (folder2 / "README.md").read_text() + (folder2 / "training" / "state.json").read_text()
     meta = json.loads((folder2 / "config.json").read_text())
     assert meta["metrics"]["total_steps"] == 7 and meta["metrics"]["total_images_seen"] == 14
@@ -232,7 +232,13 @@ def test_recorded_source_keeps_ids_and_relative_paths_and_drops_the_machines(tmp
     assert recorded_source("openmoji") == "openmoji" and recorded_source("huggan/pix2pix-edge2shoes") == "huggan/pix2pix-edge2shoes"
     assert recorded_source("runs/a/checkpoints/last.pt") == "runs/a/checkpoints/last.pt" and recorded_source("") == ""
     assert recorded_source(str(tmp_path / "weights" / "openmoji")) == "weights/openmoji"
-    assert recorded_source("/home/someone/work/runs/x/last.pt") == "x/last.pt"
+    assert recorded_source("/home/someone/work/runs/x/last.pt") == "last.pt (a local path)"
+    assert recorded_source("/model.pt") == "model.pt (a local path)"
+    # Stints recorded before the rule are cleaned whenever a lineage is written.
+    from train.lineage import Lineage
+
+    old = Lineage(stints=[{"steps": 1, "init_from": "/home/someone/weights/openmoji"}, {"steps": 2, "init_from": ""}])
+    assert [st["init_from"] for st in old.to_dict()["stints"]] == ["openmoji (a local path)", ""]
 
 
 def test_init_from_with_other_architecture_says_what_to_change(data_dir, tmp_path):

@@ -66,7 +66,8 @@ class Lineage:
     def to_dict(self) -> dict[str, Any]:
         return {"version": STATE_VERSION, "steps": self.steps, "images_seen": self.images_seen,
                 "cpu_hours": round(self.cpu_hours, 3), "wall_hours": round(self.wall_hours, 3),
-                "discriminator": self.discriminator, "stints": self.stints}
+                "discriminator": self.discriminator,
+                "stints": [{**st, "init_from": recorded_source(str(st.get("init_from") or ""))} for st in self.stints]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Lineage":
@@ -86,14 +87,19 @@ class Lineage:
 def recorded_source(spec: str) -> str:
     """How a lineage and a model card name an ``--init-from`` source: a registry id, a Hub repo or a
     relative path as given; an absolute path relative to the working folder when it lies inside it,
-    else by its last two parts. A model's record never carries a path of the machine that trained it."""
+    else by its name alone, marked local (``openmoji (a local path)``: neither a Hub id nor a user's
+    folder). A model's record never carries a path of the machine that trained it; applied again
+    whenever a lineage is written, so stints recorded before this rule existed are cleaned too."""
     path = Path(spec)
     if not spec or not path.is_absolute():
         return spec
     try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+        inside = path.resolve().relative_to(Path.cwd().resolve())
     except ValueError:
-        return Path(*path.parts[-2:]).as_posix()
+        inside = None
+    if inside is not None and inside.parts:
+        return inside.as_posix()
+    return f"{path.name or 'a folder'} (a local path)"
 
 
 def stint_record(cfg: dict[str, Any], *, steps: int, images_seen: int, wall_s: float, threads: int, world: int,
