@@ -65,7 +65,7 @@ def test_the_nested_layout_round_trips():
     assert not set(saved["generator"]) & set(saved) - {"generator"}  # each option once
     assert TrainConfig.from_dict(saved) == cfg
     assert TrainConfig.from_dict({**saved, "ngf": 16}).generator.ngf == 16  # an option given over a saved config
-    with pytest.raises(ConfigError, match=r"unknown train config keys: \['nfg'\]"):
+    with pytest.raises(ConfigError, match=r"unknown generator options: \['nfg'\]"):
         TrainConfig.from_dict({**saved, "generator": {**saved["generator"], "nfg": 8}})
     with pytest.raises(ConfigError, match="^--ngf must be"):
         TrainConfig.from_dict({**saved, "generator": {**saved["generator"], "ngf": 0}})
@@ -123,3 +123,16 @@ def test_the_bundled_models_recipes_and_architecture_still_read(model):
     cfg = TrainConfig.from_dict({"data": "x", "init_from": str(folder), **arch})
     assert cfg.generator.resolve(size=256, channels=saved.out_channels) == saved
     assert (cfg.ndf, cfg.n_layers) == (lineage.discriminator["ndf"], lineage.discriminator["n_layers"])
+
+
+def test_generator_options_are_the_generators_and_bad_ones_are_named():
+    from dataclasses import fields
+
+    assert {f.name for f in fields(GeneratorOptions)} <= {f.name for f in fields(GeneratorConfig)}
+    assert TrainConfig(generator={"ngf": 16}).generator == GeneratorOptions(ngf=16)
+    with pytest.raises(ConfigError, match=r"unknown generator options: \['ndf'\]"):
+        TrainConfig(generator={"ndf": 8})
+    with pytest.raises(ConfigError, match=r"unknown generator options: \['ndf'\]"):
+        TrainConfig.from_dict({"generator": {"ndf": 8}})
+    with pytest.raises(ConfigError, match="generator must be GeneratorOptions"):
+        TrainConfig(generator=16)

@@ -198,6 +198,10 @@ class TrainConfig:
     resume: bool = _opt(False, "continue from <out-dir>/<name>/checkpoints/last.pt")
 
     def __post_init__(self) -> None:
+        if isinstance(self.generator, Mapping):  # TrainConfig(generator={"ngf": 16}) from Python
+            self.generator = GeneratorOptions(**_generator_keys(self.generator))
+        elif not isinstance(self.generator, GeneratorOptions):
+            raise ConfigError(f"generator must be GeneratorOptions or a dict of its options, got {self.generator!r}")
         _check_ranges(self)  # the generator's options check theirs
         if self.n_epochs + self.n_epochs_decay <= 0:
             raise ConfigError("--n-epochs and --n-epochs-decay must not both be 0")
@@ -234,12 +238,21 @@ class TrainConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
         """A config from options: nested (``to_dict``), or flat (the command line's layout, and that of
         every config saved before the generator's options were nested)."""
+        _generator_keys(d.get("generator") or {})
         options = flat_options(d)
         unknown = set(options) - {f.name for f in option_fields()}
         if unknown:
             raise ConfigError(f"unknown train config keys: {sorted(unknown)}")
         generator = {f.name: options.pop(f.name) for f in fields(GeneratorOptions) if f.name in options}
         return cls(**options, generator=GeneratorOptions(**generator))
+
+
+def _generator_keys(d: Mapping[str, Any]) -> dict[str, Any]:
+    """``d`` when every key is one of the generator's options, else a ConfigError naming the others."""
+    unknown = set(d) - {f.name for f in fields(GeneratorOptions)}
+    if unknown:
+        raise ConfigError(f"unknown generator options: {sorted(unknown)}; they are {[f.name for f in fields(GeneratorOptions)]}")
+    return dict(d)
 
 
 def option_fields() -> list[Field]:
