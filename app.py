@@ -40,6 +40,8 @@ def _outputs(out: Output) -> tuple:
 
 def build_app(weights_dir: str | os.PathLike | None = None, default_model: str | None = None,
               *, warm: bool = True, max_queue: int = 16) -> gr.Blocks:
+    """The app's Blocks. Start it with ``gradio_glue.launch(demo, ...)``: a bare ``demo.launch()``
+    serves it without the in-browser renderer (its routes and headers come with glue.launch)."""
     weights_dir = weights_dir or os.environ.get("P2P_WEIGHTS_DIR") or None
     default_model = default_model or os.environ.get("P2P_DEFAULT_MODEL") or None
     manager = ModelManager(weights_dir=weights_dir, default=default_model)
