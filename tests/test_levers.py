@@ -230,7 +230,8 @@ def test_recorded_source_keeps_ids_and_relative_paths_and_drops_the_machines(tmp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weights" / "openmoji").mkdir(parents=True)
     assert recorded_source("openmoji") == "openmoji" and recorded_source("huggan/pix2pix-edge2shoes") == "huggan/pix2pix-edge2shoes"
-    assert recorded_source("runs/a/checkpoints/last.pt") == "runs/a/checkpoints/last.pt" and recorded_source("") == ""
+    assert recorded_source("runs/a/checkpoints/last.pt") == "the checkpoint of run a" and recorded_source("") == ""
+    assert recorded_source("/home/someone/runs/b/checkpoints/step_100.pt") == "the checkpoint of run b"
     assert recorded_source(str(tmp_path / "weights" / "openmoji")) == "weights/openmoji"
     assert recorded_source("/home/someone/work/runs/x/last.pt") == "last.pt (a local path)"
     assert recorded_source("/model.pt") == "model.pt (a local path)"

@@ -88,9 +88,11 @@ def recorded_source(spec: str) -> str:
     """How a lineage and a model card name an ``--init-from`` source: a registry id, a Hub repo or a
     relative path as given; an absolute path relative to the working folder when it lies inside it,
     else by its name alone, marked local (``openmoji (a local path)``: neither a Hub id nor a user's
-    folder). A model's record never carries a path of the machine that trained it; applied again
+    folder); a ``train fit`` checkpoint (``runs/<name>/checkpoints/*.pt``) by its run's name. A model's record never carries a path of the machine that trained it; applied again
     whenever a lineage is written, so stints recorded before this rule existed are cleaned too."""
     path = Path(spec)
+    if path.suffix == ".pt" and path.parent.name == "checkpoints":  # runs/<name>/checkpoints/last.pt: not shipped
+        return f"the checkpoint of run {path.parent.parent.name or '?'}"
     if not spec or not path.is_absolute():
         return spec
     try:
