@@ -358,19 +358,20 @@ def test_a_given_tarball_named_like_the_published_one_must_be_it(tmp_path):
 
     from p2p_demo.files import npm_tarball_name
     from train.sources import fluent3d, openmoji
-    from train.writer import PrepareError
+    from train.writer import PrepareError, npm_source
 
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         info = tarfile.TarInfo("package/assets/1f431_cat.webp")
         info.size = 4
         tar.addfile(info, io.BytesIO(b"RIFF"))
-    for package, version, read in (("openmoji", openmoji.OPENMOJI_VERSION, openmoji.read_openmoji_package),
-                                   (fluent3d.FLUENT3D_PACKAGE, fluent3d.FLUENT3D_VERSION, fluent3d.read_fluent3d_package)):
+    for package, version, integrity in (("openmoji", openmoji.OPENMOJI_VERSION, openmoji.OPENMOJI_INTEGRITY),
+                                        (fluent3d.FLUENT3D_PACKAGE, fluent3d.FLUENT3D_VERSION, fluent3d.FLUENT3D_INTEGRITY)):
         damaged = tmp_path / npm_tarball_name(package, version)
         damaged.write_bytes(buf.getvalue())
         with pytest.raises(PrepareError, match=f"does not match the published {package}@{version} tarball"):
-            read(damaged)
+            npm_source(str(damaged), package, version, integrity)
     repacked = tmp_path / "my-fluent.tgz"
     repacked.write_bytes(buf.getvalue())
+    assert npm_source(str(repacked), fluent3d.FLUENT3D_PACKAGE, fluent3d.FLUENT3D_VERSION, "sha512-x") == repacked
     assert list(fluent3d.read_fluent3d_package(repacked)) == ["1f431_cat"]

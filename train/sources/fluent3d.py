@@ -24,8 +24,8 @@ from typing import Any, Sequence
 
 from p2p_demo import edges
 from train.sources.openmoji import openmoji_split
-from train.writer import (Collector, Pair, PrepareError, check_npm_tarball, common_manifest, default_line_style,
-                          fetch_npm_source, imap_resumable, photo_pair, pipeline_fingerprint)
+from train.writer import (Collector, Pair, PrepareError, common_manifest, default_line_style, imap_resumable,
+                          npm_source, photo_pair, pipeline_fingerprint)
 
 FLUENT3D_PACKAGE = "@lobehub/fluent-emoji-3d"
 FLUENT3D_VERSION = "1.1.0"
@@ -57,15 +57,10 @@ def annotation(stem: str) -> str:
     return " ".join(names) or stem.upper()
 
 
-def fetch_fluent3d(dest: Path | None = None) -> Path:
-    return fetch_npm_source(FLUENT3D_PACKAGE, FLUENT3D_VERSION, FLUENT3D_INTEGRITY, dest)
-
-
 def read_fluent3d_package(package: Path) -> dict[str, bytes]:
     """{stem: WebP bytes} from the .tgz or a folder (the package root, or the folder npm unpacks into)."""
     renders: dict[str, bytes] = {}
     if package.is_file():
-        check_npm_tarball(package, FLUENT3D_PACKAGE, FLUENT3D_VERSION, FLUENT3D_INTEGRITY)
         try:
             with tarfile.open(package, "r:*") as tar:
                 for m in tar:
@@ -86,7 +81,7 @@ def read_fluent3d_package(package: Path) -> dict[str, bytes]:
 
 def prepare_fluent3d(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     style = default_line_style(args.size, args.stroke_width, args.margin)
-    package = Path(args.package) if args.package else fetch_fluent3d()
+    package = npm_source(args.package, FLUENT3D_PACKAGE, FLUENT3D_VERSION, FLUENT3D_INTEGRITY)
     renders = read_fluent3d_package(package)
     col = Collector(args.size, 3)
     stems = []

@@ -20,8 +20,8 @@ import numpy as np
 
 from p2p_demo import edges
 from p2p_demo.image import load_image, to_gray
-from train.writer import (Collector, Pair, PrepareError, check_npm_tarball, common_manifest, default_line_style,
-                          fetch_npm_source, imap, sha1_hex)
+from train.writer import (Collector, Pair, PrepareError, common_manifest, default_line_style, imap, npm_source,
+                          sha1_hex)
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,6 @@ def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def fetch_openmoji(dest: Path | None = None) -> Path:
-    """The openmoji@17.0.0 npm tarball, from the cache or fetched once with ``npm pack``."""
-    return fetch_npm_source("openmoji", OPENMOJI_VERSION, OPENMOJI_INTEGRITY, dest)
-
-
 def read_openmoji_package(package: Path) -> tuple[list[dict], dict[str, bytes], dict[str, bytes]]:
     """(openmoji.json entries, {stem: black svg}, {stem: colour svg}) from a .tgz or a folder.
 
@@ -76,7 +71,6 @@ def read_openmoji_package(package: Path) -> tuple[list[dict], dict[str, bytes], 
             (black if parts[0] == "black" else color)[parts[2][: -len(".svg")]] = data()
 
     if package.is_file():
-        check_npm_tarball(package, "openmoji", OPENMOJI_VERSION, OPENMOJI_INTEGRITY)
         try:
             with tarfile.open(package, "r:*") as tar:
                 for m in tar:
@@ -196,7 +190,7 @@ def select_openmoji(entries: list[dict], black: dict[str, bytes], color: dict[st
 
 def prepare_openmoji(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     style = default_line_style(args.size, args.stroke_width, args.margin)
-    package = Path(args.package) if args.package else fetch_openmoji()
+    package = npm_source(args.package, "openmoji", OPENMOJI_VERSION, OPENMOJI_INTEGRITY)
     entries, black, color = read_openmoji_package(package)
     col = Collector(args.size, 3)
     chosen = select_openmoji(entries, black, color, groups=_csv(args.groups), exclude=_csv(args.exclude_groups),
