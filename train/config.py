@@ -251,7 +251,8 @@ def _generator_keys(d: Mapping[str, Any]) -> dict[str, Any]:
     """``d`` when every key is one of the generator's options, else a ConfigError naming the others."""
     unknown = set(d) - {f.name for f in fields(GeneratorOptions)}
     if unknown:
-        raise ConfigError(f"unknown generator options: {sorted(unknown)}; they are {[f.name for f in fields(GeneratorOptions)]}")
+        raise ConfigError(f"unknown generator options: {sorted(unknown)}; "
+                          f"they are {[f.name for f in fields(GeneratorOptions)]}")
     return dict(d)
 
 

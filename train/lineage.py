@@ -88,8 +88,9 @@ def recorded_source(spec: str) -> str:
     """How a lineage and a model card name an ``--init-from`` source: a registry id, a Hub repo or a
     relative path as given; an absolute path relative to the working folder when it lies inside it,
     else by its name alone, marked local (``openmoji (a local path)``: neither a Hub id nor a user's
-    folder); a ``train fit`` checkpoint (``runs/<name>/checkpoints/*.pt``) by its run's name. A model's record never carries a path of the machine that trained it; applied again
-    whenever a lineage is written, so stints recorded before this rule existed are cleaned too."""
+    folder); a ``train fit`` checkpoint (``runs/<name>/checkpoints/*.pt``) by its run's name. A
+    model's record never carries a path of the machine that trained it: ``Lineage.to_dict`` applies
+    this whenever a lineage is written, so stints recorded before the rule existed are cleaned too."""
     path = Path(spec)
     if path.suffix == ".pt" and path.parent.name == "checkpoints":  # runs/<name>/checkpoints/last.pt: not shipped
         return f"the checkpoint of run {path.parent.parent.name or '?'}"
@@ -115,7 +116,7 @@ def stint_record(cfg: dict[str, Any], *, steps: int, images_seen: int, wall_s: f
         "steps": int(steps), "images_seen": int(images_seen), "wall_s": round(float(wall_s), 1),
         "device": device, "processes": int(world), "threads": int(threads),
         "cpu_hours": round(float(wall_s) * (threads * world if device == "cpu" else world) / 3600.0, 6),
-        "init_from": recorded_source(init_from),
+        "init_from": init_from,  # as given; Lineage.to_dict names it for the record (recorded_source)
         "recipe": {k: options[k] for k in RECIPE_KEYS if k in options},
     }
 
