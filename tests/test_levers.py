@@ -94,6 +94,19 @@ def test_mode_seeking_loss_is_inverse_output_distance():
     assert float(mode_seeking_loss(a, a, 0.25)) == pytest.approx(0.5 / 1e-5)  # identical samples: huge
 
 
+def test_pooled_mode_seeking_ignores_fine_texture_and_keeps_areas():
+    a = torch.zeros(1, 3, 16, 16)
+    checker = torch.ones(1, 3, 16, 16)
+    checker[..., ::2, ::2] = checker[..., 1::2, 1::2] = -1  # differs by 1 everywhere, alternating in sign
+    assert float(mode_seeking_loss(a, checker, 0.5)) == pytest.approx(1.0 / (1.0 + 1e-5))
+    assert float(mode_seeking_loss(a, checker, 0.5, pool=8)) == pytest.approx(1.0 / 1e-5)  # nothing left
+    half = a.clone()
+    half[..., :8, :] = 0.5  # another colour over half the picture: the same distance at any pool
+    for pool in (1, 4, 8, 16):
+        assert float(mode_seeking_loss(a, half, 0.5, pool=pool)) == pytest.approx(1.0 / (0.25 + 1e-5))
+    assert float(mode_seeking_loss(torch.zeros(1, 1, 10, 10), torch.ones(1, 1, 10, 10), 0.5, pool=8)) > 0
+
+
 def test_mode_seeking_step_logs_the_term_and_pushes_samples_apart(data_dir):
     a, b = fixed_batch(data_dir, 2)
 
@@ -114,6 +127,8 @@ def test_mode_seeking_step_logs_the_term_and_pushes_samples_apart(data_dir):
 def test_mode_seeking_needs_dropout():
     with pytest.raises(ValueError, match="dropout"):
         TrainConfig.from_dict(dict(lambda_ms=1.0, dropout=False))
+    with pytest.raises(ValueError, match="--ms-pool"):
+        TrainConfig.from_dict(dict(lambda_ms=1.0, ms_pool=0))
 
 
 # --------------------------------------------------------------------------------------------

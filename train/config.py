@@ -138,6 +138,8 @@ class TrainConfig:
                                 "every 16th D step (R1_EVERY); 0 = off", at_least=0)
     lambda_ms: float = _opt(0.0, "weight of the mode-seeking term between two dropout samples (Mao et al. 2019); "
                                  "0 = off", at_least=0)
+    ms_pool: int = _opt(1, "mode seeking compares the two samples averaged over k x k cells (1 = per pixel); "
+                           "k > 1 rewards samples that differ over areas, not in fine texture", at_least=1)
     # generator: its architecture (the command line's --ngf ... --upsample)
     generator: GeneratorOptions = field(default_factory=GeneratorOptions)
     # discriminator

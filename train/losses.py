@@ -51,14 +51,21 @@ def d_in_channels(in_channels: int, out_channels: int, conditional: bool) -> int
     return in_channels + out_channels if conditional else out_channels
 
 
-def mode_seeking_loss(fake1: torch.Tensor, fake2: torch.Tensor, dropout_p: float, eps: float = 1e-5) -> torch.Tensor:
+def mode_seeking_loss(fake1: torch.Tensor, fake2: torch.Tensor, dropout_p: float, pool: int = 1,
+                      eps: float = 1e-5) -> torch.Tensor:
     """Mao et al.'s mode-seeking term (CVPR 2019) with dropout masks as the latent code.
 
     The paper maximises d(G(x, z1), G(x, z2)) / d(z1, z2) by minimising its inverse. Here z is the
     set of dropout masks: two independent masks of rate p, each scaled by 1 / (1 - p), differ by
     2p on average per unit, so d(z1, z2) = 2p and the loss is 2p / (mean |fake1 - fake2| + eps)
     (outputs in [-1, 1]). Small when the two samples differ, large when dropout changes nothing.
+
+    pool > 1 measures the distance between the samples averaged over pool x pool cells: a difference
+    that alternates in sign within a cell (a checkerboard, a fine texture) then counts for nothing,
+    while two colours of one area count in full.
     """
+    if pool > 1:
+        fake1, fake2 = F.avg_pool2d(fake1, pool, ceil_mode=True), F.avg_pool2d(fake2, pool, ceil_mode=True)
     d_img = (fake1 - fake2).abs().mean()
     return (2.0 * dropout_p) / (d_img + eps)
 

@@ -283,7 +283,8 @@ class Trainer:
         if cfg.uses_l1:
             loss_G = loss_G + cfg.lambda_l1 * loss_G_L1
         if fake2 is not None:
-            loss_G_MS = mode_seeking_loss(fake.float(), fake2.float(), self.gen_config.dropout_p)
+            loss_G_MS = mode_seeking_loss(fake.float(), fake2.float(), self.gen_config.dropout_p,
+                                          cfg.ms_pool)
             loss_G = loss_G + cfg.lambda_ms * loss_G_MS
         self.scaler_G.scale(loss_G).backward()
         self.scaler_G.step(self.opt_G)
