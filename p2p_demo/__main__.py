@@ -154,7 +154,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({len(data) / 2**20:.1f} MB, opset {fast.OPSET}); inputs {names}; output y; "
           f"max |ONNX - PyTorch| {diff:.1e}")
     if len(plan):
-        shapes = ", ".join(f"mask{i} (B, {c}, H/{sh}, W/{sw})" for i, (c, (sh, sw)) in enumerate(zip(plan.channels, plan.strides)))
+        shapes = ", ".join(f"mask{i} (B, {c}, H/{sh}, W/{sw})" + (" constant over each map" if channel else "")
+                           for i, (c, (sh, sw), channel) in enumerate(zip(plan.channels, plan.strides, plan.channel)))
         print(f"dropout masks, holding 1/(1-p) for kept units (all ones = dropout off): {shapes}")
     return 0
 

@@ -9,7 +9,9 @@ Web and must draw the same masks. So each mask element is a pure function of fou
 where ``seed`` is the sample's own seed (``sample_seed(request_seed, k)``, which folds the sample
 number in: 63 bits, also a hash), ``layer`` the dropout layer's number in the generator (see
 ``nets.number_dropout_layers``) and ``index`` the element's position in the sample's (C, H, W)
-tensor in C order. Nothing depends on a generator's state, the batch or the device.
+tensor in C order; a channel-dropout layer (``GeneratorConfig.channel_dropout``) keeps or drops
+whole feature maps, so there ``index`` is the channel and its bit holds over all (H, W). Nothing
+depends on a generator's state, the batch or the device.
 
 The hash is ``mix32`` (Chris Wellons' "lowbias32" mixing function: xor-shift / multiply rounds)
 applied to the seed's two halves, the layer and the index; every step is a 32-bit operation that
@@ -83,16 +85,17 @@ def hash32(seed: int, layer: int, count: int) -> np.ndarray:
     return _mix32(_mix32(i) ^ key).astype(np.uint32)
 
 
-def keep(seed: int, layer: int, shape: tuple[int, ...], p: float) -> np.ndarray:
-    """Bool mask of ``shape`` (one sample's (C, H, W)): True where the unit is kept (chance 1 - p)."""
-    count = int(np.prod(shape))
-    u = hash32(seed, layer, count).astype(np.float64) * 2.0**-32  # exact: a 32-bit integer times 2**-32
-    return (u >= p).reshape(shape)
+def keep(seed: int, layer: int, shape: tuple[int, ...], p: float, channel: bool = False) -> np.ndarray:
+    """Bool mask of ``shape`` (one sample's (C, H, W)): True where the unit is kept (chance 1 - p);
+    with ``channel``, one draw per channel, the same over the whole (H, W)."""
+    drawn = shape[:1] + (1,) * (len(shape) - 1) if channel else shape
+    u = hash32(seed, layer, int(np.prod(drawn))).astype(np.float64) * 2.0**-32  # exact: 32-bit int x 2**-32
+    return np.broadcast_to((u >= p).reshape(drawn), shape)
 
 
-def scaled(seed: int, layer: int, shape: tuple[int, ...], p: float) -> np.ndarray:
+def scaled(seed: int, layer: int, shape: tuple[int, ...], p: float, channel: bool = False) -> np.ndarray:
     """The float32 multiplier SeededDropout applies: kept units 1 / (1 - p), dropped 0."""
-    return keep(seed, layer, shape, p).astype(np.float32) * np.float32(1.0 / (1.0 - p))
+    return keep(seed, layer, shape, p, channel).astype(np.float32) * np.float32(1.0 / (1.0 - p))
 
 
 def sample_seeds(seed: int, ks: Iterable[int]) -> list[int]:
@@ -100,9 +103,10 @@ def sample_seeds(seed: int, ks: Iterable[int]) -> list[int]:
     return [sample_seed(seed, k) for k in ks]
 
 
-def layer_masks(seeds: Sequence[int], layer: int, shape: tuple[int, ...], p: float) -> torch.Tensor:
+def layer_masks(seeds: Sequence[int], layer: int, shape: tuple[int, ...], p: float,
+                channel: bool = False) -> torch.Tensor:
     """(B, *shape) float32 multipliers of one dropout layer for samples with these seeds."""
-    return torch.from_numpy(np.stack([scaled(s, layer, shape, p) for s in seeds]))
+    return torch.from_numpy(np.stack([scaled(s, layer, shape, p, channel) for s in seeds]))
 
 
 @dataclass
@@ -114,6 +118,7 @@ class DropoutPlan:
     strides: list[tuple[int, int]]  # input (H, W) / this layer's (h, w)
     probs: list[float]
     layers: list[int]  # each module's SeededDropout.layer: its key in the mask hash
+    channel: list[bool]  # whole feature maps dropped (one draw per channel)
 
     @classmethod
     def of(cls, generator: Generator) -> "DropoutPlan":
@@ -138,6 +143,7 @@ class DropoutPlan:
             strides=[(size // s[2], size // s[3]) for _, s in seen],
             probs=[m.p for m, _ in seen],
             layers=[m.layer for m, _ in seen],
+            channel=[m.channel for m, _ in seen],
         )
 
     def __len__(self) -> int:
@@ -150,8 +156,8 @@ class DropoutPlan:
     def draw(self, seeds: Sequence[int], height: int, width: int) -> list[torch.Tensor]:
         """The masks of samples with these seeds (``sample_seed(seed, k)``): (B, C, h, w) per layer,
         float32 on the CPU."""
-        return [layer_masks(seeds, layer, shape, p)
-                for shape, p, layer in zip(self.shapes(height, width), self.probs, self.layers)]
+        return [layer_masks(seeds, layer, shape, p, channel) for shape, p, layer, channel
+                in zip(self.shapes(height, width), self.probs, self.layers, self.channel)]
 
     def mask_names(self) -> list[str]:
         """The masks' input names in an ONNX export, in forward order."""
@@ -165,7 +171,7 @@ class DropoutPlan:
         """What the browser needs to draw the same masks (``static/p2p_masks.js``)."""
         return {"inputs": self.mask_names(), "channels": self.channels,
                 "strides": [list(s) for s in self.strides], "probs": self.probs, "layers": self.layers,
-                "masks_version": MASKS_VERSION}
+                "channel": self.channel, "masks_version": MASKS_VERSION}
 
     def set(self, masks: Sequence[torch.Tensor] | None) -> None:
         """Give each layer its masks (None: take them back)."""

@@ -45,6 +45,10 @@ class GeneratorConfig:
     # (nearest x2 then a 3x3 convolution; Odena et al. 2016), which cannot draw checkerboards.
     # Our own format only: the authors' and huggan layouts are transposed convolutions.
     upsample: str = "transpose"
+    # Channel dropout (Tompson et al. 2015): a mask element drops a whole feature map, so a sample's
+    # masks change the picture over areas (a colour, a shading) rather than in patches a few cells
+    # wide. Our own format only, like "resize".
+    channel_dropout: bool = False
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -59,6 +63,8 @@ class GeneratorConfig:
             raise ValueError(f"upsample must be one of {UPSAMPLES}, got {self.upsample!r}")
         if self.layout == "huggan" and self.upsample != "transpose":
             raise ValueError("the huggan layout upsamples with transposed convolutions only")
+        if self.layout == "huggan" and self.channel_dropout:
+            raise ValueError("the huggan layout drops units, not channels")
         if self.layout == "huggan" and (self.num_downs, self.norm) != (8, "instance"):
             raise ValueError("the huggan layout is fixed: num_downs=8, norm='instance'")
 
@@ -110,13 +116,15 @@ class SeededDropout(nn.Module):
     scale (ones = dropout off), drawn by ``p2p_demo.masks`` from each sample's seed and this layer's
     number ``layer`` (``number_dropout_layers``). Eager PyTorch (``masks.seeded_forward``), an ONNX
     export and a captured CUDA graph (``p2p_demo.fast``, where the masks are graph inputs) all
-    sample this one way. Without masks it is ordinary ``F.dropout`` (training), and
-    ``enabled = False`` turns it into the identity (deterministic rendering).
+    sample this one way. Without masks it is ordinary ``F.dropout`` (training; ``F.dropout2d``, whole
+    feature maps, when ``channel``), and ``enabled = False`` turns it into the identity
+    (deterministic rendering).
     """
 
-    def __init__(self, p: float = 0.5) -> None:
+    def __init__(self, p: float = 0.5, channel: bool = False) -> None:
         super().__init__()
         self.p = p
+        self.channel = channel
         self.layer = 0
         self.enabled = True
         self.masks: torch.Tensor | None = None
@@ -126,10 +134,10 @@ class SeededDropout(nn.Module):
             return x * self.masks  # (B, C, H, W): 0 or 1 / (1 - p)
         if not self.enabled:
             return x
-        return F.dropout(x, self.p, self.training)
+        return (F.dropout2d if self.channel else F.dropout)(x, self.p, self.training)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, layer={self.layer}"
+        return f"p={self.p}, layer={self.layer}" + (", channel" if self.channel else "")
 
 
 def number_dropout_layers(module: nn.Module) -> None:
@@ -198,6 +206,7 @@ class _SkipBlock(nn.Module):
         innermost: bool = False,
         norm: str = "batch",
         dropout: float = 0.0,
+        channel_dropout: bool = False,
         upsample: str = "transpose",
     ) -> None:
         super().__init__()
@@ -216,7 +225,7 @@ class _SkipBlock(nn.Module):
             layers = [nn.LeakyReLU(0.2, True), down, _norm(norm, inner), sub,
                       nn.ReLU(True), up, _norm(norm, outer)]
             if dropout:
-                layers.append(SeededDropout(dropout))
+                layers.append(SeededDropout(dropout, channel_dropout))
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -241,7 +250,8 @@ class UNetGenerator(_SamplingMixin, nn.Module):
         up = c.upsample
         block = _SkipBlock(ngf * 8, ngf * 8, innermost=True, norm=norm, upsample=up)
         for _ in range(c.num_downs - 5):
-            block = _SkipBlock(ngf * 8, ngf * 8, sub=block, norm=norm, dropout=p, upsample=up)
+            block = _SkipBlock(ngf * 8, ngf * 8, sub=block, norm=norm, dropout=p, channel_dropout=c.channel_dropout,
+                               upsample=up)
         block = _SkipBlock(ngf * 4, ngf * 8, sub=block, norm=norm, upsample=up)
         block = _SkipBlock(ngf * 2, ngf * 4, sub=block, norm=norm, upsample=up)
         block = _SkipBlock(ngf, ngf * 2, sub=block, norm=norm, upsample=up)

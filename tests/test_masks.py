@@ -54,6 +54,7 @@ out.seeds = {json.dumps(cases)}.map(([s, k]) => sampleSeed(s, k).toString());
 out.hash = Array.from(hash32(123456789012345n, 3, 1000));
 out.mask = Array.from(scaledInto(new Float32Array(4 * 8 * 8), sampleSeed(9, 2), 1, 0.5));
 out.mask_p = Array.from(scaledInto(new Float32Array(500), 77n, 4, 0.3));
+out.mask_channel = Array.from(scaledInto(new Float32Array(16 * 4 * 4), sampleSeed(9, 2), 2, 0.5, 16));
 console.log(JSON.stringify(out));
 """)
     got = json.loads(subprocess.run(["node", str(script)], capture_output=True, text=True, check=True).stdout)
@@ -61,17 +62,31 @@ console.log(JSON.stringify(out));
     assert got["hash"] == masks.hash32(123456789012345, 3, 1000).tolist()
     assert got["mask"] == masks.scaled(sample_seed(9, 2), 1, (4, 8, 8), 0.5).reshape(-1).tolist()
     assert np.array_equal(np.float32(got["mask_p"]), masks.scaled(77, 4, (500,), 0.3))
+    assert got["mask_channel"] == masks.scaled(sample_seed(9, 2), 2, (16, 4, 4), 0.5, channel=True).reshape(-1).tolist()
 
 
-def test_eager_dropout_and_the_plan_draw_the_hash_masks():
-    g = build_generator(GeneratorConfig(in_channels=1, ngf=4, num_downs=7, norm="instance")).eval()
+def test_channel_masks_hold_one_draw_per_feature_map():
+    seed = sample_seed(5, 1)
+    m = masks.keep(seed, 2, (64, 8, 8), 0.5, channel=True)
+    assert (m == m[:, :1, :1]).all()  # constant over each feature map
+    assert 20 < m[:, 0, 0].sum() < 44  # about half the maps kept
+    # the c-th channel's bit is the hash's c-th draw: the unit mask of a (C, 1, 1) layer
+    assert np.array_equal(m[:, 0, 0], masks.keep(seed, 2, (64, 1, 1), 0.5)[:, 0, 0])
+    assert not (masks.keep(seed, 2, (64, 8, 8), 0.5) == m).all()
+
+
+@pytest.mark.parametrize("channel", [False, True])
+def test_eager_dropout_and_the_plan_draw_the_hash_masks(channel):
+    g = build_generator(GeneratorConfig(in_channels=1, ngf=4, num_downs=7, norm="instance",
+                                        channel_dropout=channel)).eval()
     plan = DropoutPlan.of(g)
+    assert plan.channel == [channel] * len(plan) and plan.to_dict()["channel"] == plan.channel
     layers = [m.layer for m in g.modules() if isinstance(m, SeededDropout)]
     assert layers == list(range(len(layers))) and sorted(plan.layers) == layers
     seeds = [sample_seed(3, k) for k in range(2)]
     drawn = plan.draw(seeds, 128, 128)
     for i, (m, shape) in enumerate(zip(plan.modules, plan.shapes(128, 128))):
-        want = np.stack([masks.scaled(s, m.layer, shape, m.p) for s in seeds])
+        want = np.stack([masks.scaled(s, m.layer, shape, m.p, channel) for s in seeds])
         assert np.array_equal(drawn[i].numpy(), want)
     x = torch.randn(2, 1, 128, 128)
     with torch.no_grad():
@@ -81,3 +96,16 @@ def test_eager_dropout_and_the_plan_draw_the_hash_masks():
         given = g(x)
         plan.set(None)
     assert torch.equal(eager, given)
+
+
+def test_channel_dropout_in_training_drops_whole_feature_maps():
+    g = build_generator(GeneratorConfig(in_channels=1, ngf=4, num_downs=6, norm="instance", channel_dropout=True))
+    drop = next(m for m in g.modules() if isinstance(m, SeededDropout))
+    assert drop.channel and "channel" in repr(drop)
+    drop.train()
+    torch.manual_seed(0)
+    y = drop(torch.ones(2, 32, 4, 4))
+    per_map = y.flatten(2)
+    assert (per_map == per_map[..., :1]).all() and set(per_map.unique().tolist()) == {0.0, 2.0}
+    with pytest.raises(ValueError, match="huggan"):
+        GeneratorConfig(layout="huggan", in_channels=3, ngf=8, num_downs=8, norm="instance", channel_dropout=True)

@@ -208,15 +208,15 @@ def test_resize_conv_decoder_is_our_format_only():
         GeneratorConfig(upsample="bilinear")
 
 
-def test_resize_conv_model_folder_round_trips(tmp_path):
+def test_resize_conv_and_channel_dropout_model_folder_round_trips(tmp_path):
     from p2p_demo.hub import load_generator, save_pretrained
 
     torch.manual_seed(0)
-    g = build_generator(GeneratorConfig(ngf=8, num_downs=6, upsample="resize", in_channels=1))
+    g = build_generator(GeneratorConfig(ngf=8, num_downs=6, upsample="resize", in_channels=1, channel_dropout=True))
     save_pretrained(g, tmp_path / "m", line_style={"size": 64, "stroke_width": 1, "margin": 0.06}, name="m",
                     dtype=torch.float32)
     g2, info = load_generator(str(tmp_path / "m"))
-    assert info.generator.upsample == "resize"
+    assert info.generator.upsample == "resize" and info.generator.channel_dropout
     x = torch.rand(1, 1, 64, 64) * 2 - 1
     for m in (g, g2):
         m.set_inference_mode(per_image_stats=True, dropout=False)

@@ -96,6 +96,8 @@ class GeneratorOptions:
                                "RGB), 1 or 3", choices=(0, 1, 3))
     upsample: str = _opt("transpose", "decoder x2 steps: transpose (the reference's 4x4 stride-2) | resize "
                                       "(nearest x2 + 3x3 conv: no checkerboard)", choices=UPSAMPLES)
+    channel_dropout: bool = _opt(False, "dropout drops whole feature maps (Tompson et al. 2015), so samples differ "
+                                        "over areas, not in patches")
 
     def __post_init__(self) -> None:
         _check_ranges(self)

@@ -91,9 +91,10 @@ function maskTensors(rt, manifest, side, ks, seed, sampled) {
   const plan = manifest.plan, feeds = {};
   plan.inputs.forEach((name, i) => {
     const [sh, sw] = plan.strides[i], c = plan.channels[i], h = side / sh, w = side / sw, per = c * h * w;
-    const data = new Float32Array(ks.length * per);
+    const run = plan.channel && plan.channel[i] ? h * w : 1, data = new Float32Array(ks.length * per);
     if (!sampled) data.fill(1);
-    else ks.forEach((k, b) => scaledInto(data.subarray(b * per, (b + 1) * per), sampleSeed(seed, k), plan.layers[i], plan.probs[i]));
+    else ks.forEach((k, b) => scaledInto(data.subarray(b * per, (b + 1) * per), sampleSeed(seed, k), plan.layers[i],
+                                         plan.probs[i], run));
     feeds[name] = new rt.Tensor('float32', data, [ks.length, c, h, w]);
   });
   return feeds;

@@ -28,9 +28,10 @@ export function hash32(seed, layer, count) {
 }
 
 // One sample's multiplier for one layer, written into `out` (a Float32Array view of C*h*w).
-export function scaledInto(out, seed, layer, p) {
-  const h = hash32(seed, layer, out.length), kept = Math.fround(1 / (1 - p));
-  for (let i = 0; i < out.length; i++) out[i] = h[i] * 2 ** -32 >= p ? kept : 0;
+// run = h*w for a channel-dropout layer (one draw per channel, held over the feature map), else 1.
+export function scaledInto(out, seed, layer, p, run = 1) {
+  const h = hash32(seed, layer, out.length / run), kept = Math.fround(1 / (1 - p));
+  for (let i = 0; i < out.length; i++) out[i] = h[Math.floor(i / run)] * 2 ** -32 >= p ? kept : 0;
   return out;
 }
 
