@@ -37,12 +37,15 @@ OLD_GENERATOR_CONFIG = {"in_channels": 1, "out_channels": 3, "ngf": 16, "num_dow
                         "dropout": True, "dropout_p": 0.5, "layout": "reference", "upsample": "transpose"}
 
 
+ADDED_SINCE = {"ms_pool": 1, "channel_dropout": False}  # options newer than OLD_CONFIG, at their defaults
+
+
 def test_an_old_flat_config_loads_as_it_was():
     cfg = TrainConfig.from_dict(OLD_CONFIG)
     assert cfg.generator == GeneratorOptions(ngf=16, num_downs=8, norm="instance", in_channels=1)
     assert (cfg.ndf, cfg.lambda_ms, cfg.init_from) == (32, 1.0, "runs/f3d/checkpoints/last.pt")
     # nothing lost, nothing changed; options added since take their defaults
-    assert flat_options(cfg.to_dict()) == {**OLD_CONFIG, "ms_pool": 1}
+    assert flat_options(cfg.to_dict()) == {**OLD_CONFIG, **ADDED_SINCE}
     # the same generator as the checkpoint's, rebuilt from the options and its data (256 px RGB targets)
     assert cfg.generator.resolve(size=256, channels=3) == GeneratorConfig.from_dict(OLD_GENERATOR_CONFIG)
     # --resume compares either layout with either, by flag
@@ -51,10 +54,10 @@ def test_an_old_flat_config_loads_as_it_was():
     with pytest.raises(ConfigError, match="ngf: checkpoint 16 vs now 24"):
         check_resumable(TrainConfig.from_dict({**OLD_CONFIG, "ngf": 24}), OLD_CONFIG)
     # a stint records the same flat recipe from either layout
-    # (an option added since, ms_pool, is not in the old dict and is in the loaded config at its default)
+    # (options added since are not in the old dict and are in the loaded config at their defaults)
     record = stint_record(OLD_CONFIG, steps=1, images_seen=4, wall_s=1.0, threads=1, world=1, device="cpu")
     loaded = stint_record(cfg.to_dict(), steps=1, images_seen=4, wall_s=1.0, threads=1, world=1, device="cpu")
-    assert {**record["recipe"], "ms_pool": 1} == loaded["recipe"]
+    assert {**record["recipe"], **ADDED_SINCE} == loaded["recipe"]
     assert list(loaded["recipe"]) == list(RECIPE_KEYS) and record["recipe"]["ngf"] == 16
 
 
@@ -63,7 +66,7 @@ def test_the_nested_layout_round_trips():
                                      dropout_p=0.25, lambda_ms=1.0, ndf=8))
     saved = json.loads(json.dumps(cfg.to_dict()))  # as config.json / a checkpoint hold it
     assert saved["generator"] == {"ngf": 8, "num_downs": 6, "norm": "instance", "dropout": True, "dropout_p": 0.25,
-                                  "in_channels": 1, "upsample": "resize"}
+                                  "in_channels": 1, "upsample": "resize", "channel_dropout": False}
     assert not set(saved["generator"]) & set(saved) - {"generator"}  # each option once
     assert TrainConfig.from_dict(saved) == cfg
     assert TrainConfig.from_dict({**saved, "ngf": 16}).generator.ngf == 16  # an option given over a saved config
