@@ -10,6 +10,8 @@ writes  heldout.png   held-out drawings: input | output | target (the reference'
                       (both seed 0), and the sketches as drawing | before | after
         freehand.png  with --freehand: held-out drawings redrawn as by hand (train.freehand, the
                       split `evaluate --freehand` scores): hand-drawn input | [before |] output | target
+        variety_compare.png  with --variety-of MODEL ...: a held-out cat face and car (input, target),
+                      then a row per model (--model first): seeds 0-3 of each
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--before", help="an earlier version of the model, for before_after.png")
     p.add_argument("--freehand", action="store_true", help="also freehand.png (edge-map datasets)")
+    p.add_argument("--variety-of", nargs="+", default=[], metavar="MODEL",
+                   help="other versions of the model, for variety_compare.png")
     p.add_argument("--patterns", nargs="*", default=[r"\bcat\b", r"running shoe", r"boot", r"high-heeled",
                                                      r"cat face", r"\bdog\b", r"\bapple\b", r"\bcar\b"])
     args = p.parse_args(argv)
@@ -76,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         a = d["A"][idx[0]]
         samples = r.generate(a, n=8, seed=0)
         save_image(grid([[a] + samples[:4], [d["B"][idx[0]]] + samples[4:]]), out / "variety.png")
+
+        if args.variety_of:
+            shown = pick_examples(ann, [r"cat face", r"\bcar\b"], 2)
+            blank = np.full_like(d["B"][shown[0]], 255)
+            rows = [[x for i in shown for x in (d["A"][i], d["B"][i], blank, blank)]]
+            for model in [r] + [Renderer.load(m) for m in args.variety_of]:
+                rows.append([y for i in shown for y in model.generate(d["A"][i], n=4, seed=0)])
+            save_image(grid(rows), out / "variety_compare.png")
 
     def enlarged(x: np.ndarray) -> np.ndarray:  # small models shown enlarged, pixel for pixel
         return cv2.resize(x, (256, 256), interpolation=cv2.INTER_NEAREST)
