@@ -217,6 +217,7 @@ def test_resize_conv_and_channel_dropout_model_folder_round_trips(tmp_path):
                     dtype=torch.float32)
     g2, info = load_generator(str(tmp_path / "m"))
     assert info.generator.upsample == "resize" and info.generator.channel_dropout
+    assert "resize-conv decoder, channel dropout" in (tmp_path / "m" / "README.md").read_text()
     x = torch.rand(1, 1, 64, 64) * 2 - 1
     for m in (g, g2):
         m.set_inference_mode(per_image_stats=True, dropout=False)

@@ -91,9 +91,9 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None, 
                   f"x {ckpt.get('world_size', 1)} process(es), Adam lr {cfg.get('lr')} ({cfg.get('beta1')}, "
                   f"{cfg.get('beta2')}), {ckpt.get('step')} steps ({ckpt.get('epoch', 0):.1f} epochs)"
                   + (f", EMA of the weights (decay {cfg.get('ema_decay')}) exported" if ckpt.get("G_ema") else "")
-                  + (f", mode seeking lambda {cfg.get('lambda_ms')}" if cfg.get("lambda_ms") else "")
-                  + (f" over {cfg['ms_pool']}x{cfg['ms_pool']} cells" if cfg.get("lambda_ms") and cfg.get("ms_pool", 1) > 1
-                     else "")
+                  + (f", mode seeking lambda {cfg.get('lambda_ms')}"
+                     + (f" over {cfg['ms_pool']}x{cfg['ms_pool']} cells" if cfg.get("ms_pool", 1) > 1 else "")
+                     if cfg.get("lambda_ms") else "")
                   + (f", autocast {cfg.get('amp')}" if cfg.get("amp", "none") != "none" else "")
                   + (f", started from {recorded_source(cfg['init_from'])}" if cfg.get("init_from") else "") + ". "
                   + lineage.summary() + " Sample with dropout on and per-image statistics (the reference's test mode).")

@@ -91,7 +91,7 @@ function maskTensors(rt, manifest, side, ks, seed, sampled) {
   const plan = manifest.plan, feeds = {};
   plan.inputs.forEach((name, i) => {
     const [sh, sw] = plan.strides[i], c = plan.channels[i], h = side / sh, w = side / sw, per = c * h * w;
-    const run = plan.channel && plan.channel[i] ? h * w : 1, data = new Float32Array(ks.length * per);
+    const run = plan.channel[i] ? h * w : 1, data = new Float32Array(ks.length * per);
     if (!sampled) data.fill(1);
     else ks.forEach((k, b) => scaledInto(data.subarray(b * per, (b + 1) * per), sampleSeed(seed, k), plan.layers[i],
                                          plan.probs[i], run));
