@@ -95,7 +95,8 @@ class GeneratorOptions:
     in_channels: int = _opt(0, "generator input channels: 0 = as many as the targets (the reference feeds edges as "
                                "RGB), 1 or 3", choices=(0, 1, 3))
     upsample: str = _opt("transpose", "decoder x2 steps: transpose (the reference's 4x4 stride-2) | resize "
-                                      "(nearest x2 + 3x3 conv: no checkerboard)", choices=UPSAMPLES)
+                                      "(nearest x2 + 3x3 conv: no checkerboard; with --init-from a transpose model, its "
+                                      "decoder is converted, train.regrid)", choices=UPSAMPLES)
     channel_dropout: bool = _opt(False, "dropout drops whole feature maps (Tompson et al. 2015), so samples differ "
                                         "over areas, not in patches")
 

@@ -15,6 +15,7 @@ import copy
 import logging
 import math
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -198,6 +199,19 @@ class Trainer:
 
         generator, ema = source.generator, source.ema
         src = GeneratorConfig.from_dict(source.generator_config)
+        if src.upsample != self.gen_config.upsample:  # a resize-conv decoder continuing a transposed one (train.regrid)
+            from train.regrid import CannotRegrid, regrid_state
+
+            target = replace(src, upsample=self.gen_config.upsample)
+            try:
+                generator = regrid_state(generator, src, target)
+                ema = regrid_state(ema, src, target)
+            except CannotRegrid as e:
+                raise ConfigError(f"--init-from {source.spec} has upsample {src.upsample}, this run "
+                                  f"{self.gen_config.upsample}: {e}") from e
+            log.info("--init-from %s: decoder converted from %s to %s convolutions (least squares; it has to "
+                     "relearn the rest)", source.spec, src.upsample, self.gen_config.upsample)
+            src = target
         if src.ngf != self.gen_config.ngf:  # a wider generator continuing a narrower one (train.widen)
             from train.widen import CannotWiden, widen_state
 
