@@ -45,7 +45,7 @@ from .nets import Generator
 log = logging.getLogger(__name__)
 
 # Bump when the exported graph changes for the same weights (invalidates the disk cache).
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 OPSET = 17
 CACHE_ENV = "P2P_ONNX_CACHE"  # a folder, or "off" to keep exports in memory only
 DEFAULT_CACHE = Path.home() / ".cache" / "p2p_demo" / "onnx"

@@ -190,6 +190,8 @@ def test_unet_generator_refuses_the_huggan_config():
 def test_resize_conv_decoder_is_our_format_only():
     from torch import nn
 
+    from p2p_demo.nets import ResizeUp
+
     g = build_generator(GeneratorConfig(ngf=8, num_downs=6, upsample="resize"))
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in g.modules())
     ups = [m for m in g.modules() if isinstance(m, nn.Upsample)]
@@ -197,6 +199,13 @@ def test_resize_conv_decoder_is_our_format_only():
     g.set_inference_mode(per_image_stats=True, dropout=False)
     with torch.no_grad():
         assert g(torch.zeros(2, 3, 64, 64)).shape == (2, 3, 64, 64)
+        # each step runs as the transposed convolution it equals: what upsampling then convolving gives
+        step = next(m for m in g.modules() if isinstance(m, ResizeUp))
+        nn.init.normal_(step[1].weight)
+        x = torch.randn(2, step[1].in_channels, 5, 7)
+        ref = step[1](step[0](x))
+        assert ref.shape == step(x).shape and float(ref.std()) > 1
+        assert float((step(x) - ref).abs().max()) < 1e-4
     # the reference layout is untouched: an old config without the key is a transposed-conv net
     old = GeneratorConfig.from_dict({k: v for k, v in GeneratorConfig(ngf=8, num_downs=6).to_dict().items()
                                      if k != "upsample"})

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from p2p_demo.masks import seeded_forward
-from p2p_demo.nets import GeneratorConfig, build_generator
+from p2p_demo.nets import GeneratorConfig, build_generator, resize_as_transpose as transpose_kernel
 from train import fit as fit_mod
 from train.config import ConfigError, TrainConfig
 from train.lineage import load_init_source
-from train.regrid import CannotRegrid, _up_steps, regrid, regrid_state, resize_kernel, transpose_kernel
+from train.regrid import CannotRegrid, _up_steps, regrid, regrid_state, resize_kernel
 from conftest import make_trainer, tiny
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py

@@ -1,16 +1,17 @@
 """A trained U-Net's transposed-convolution decoder turned into a resize-convolution one.
 
 ``python -m train fit --init-from weights/fluent3d --upsample resize`` continues a model whose
-decoder steps are the reference's 4x4 stride-2 transposed convolutions with nearest x2 upsampling
-followed by a 3x3 convolution (Odena et al., "Deconvolution and Checkerboard Artifacts", 2016),
-keeping everything else (encoder, norms, the innermost and outermost biases) as it was.
+decoder steps are the reference's 4x4 stride-2 transposed convolutions as one whose steps are
+nearest x2 upsampling followed by a 3x3 convolution (Odena et al., "Deconvolution and Checkerboard
+Artifacts", 2016), keeping everything else (encoder, norms, the innermost and outermost biases) as it was.
 
 Why the conversion is a projection. In one dimension a 4-tap stride-2 transposed convolution
 writes output pixel 2i with taps (w1 on x[i], w3 on x[i-1]) and pixel 2i+1 with (w2 on x[i], w0 on
 x[i+1]): four free weights, two per output phase. Nearest x2 then a 3-tap convolution v gives
 2i <- (v0 on x[i-1], v1+v2 on x[i]) and 2i+1 <- (v0+v1 on x[i], v2 on x[i+1]): the same four
-places, but only three free weights, so ``w = A v`` with A below. The part of w outside A's range
-is exactly what lets the two phases differ, the checkerboard. In two dimensions the map is
+places, but only three free weights, so ``w = A v`` (A is ``p2p_demo.nets.RESIZE_TAPS``; a resize
+step runs as that transposed convolution, ``nets.resize_as_transpose``). The part of w outside A's
+range is exactly what lets the two phases differ, the checkerboard. In two dimensions the map is
 ``A (x) A``, applied per (input, output) channel pair: the least-squares v is ``pinv(A) W pinv(A)^T``.
 A transposed convolution whose weights lie in that range is reproduced exactly (the tests check
 it); a trained one loses its phase-specific part and has to relearn what that part did.
@@ -24,13 +25,7 @@ import torch
 from torch import nn
 
 from p2p_demo.errors import P2PError
-from p2p_demo.nets import GeneratorConfig, build_generator
-
-# Transposed-convolution tap k (rows) as a sum of resize-convolution taps (columns), see above.
-TAPS = torch.tensor([[0.0, 0.0, 1.0],
-                     [0.0, 1.0, 1.0],
-                     [1.0, 1.0, 0.0],
-                     [1.0, 0.0, 0.0]], dtype=torch.float64)
+from p2p_demo.nets import RESIZE_TAPS, GeneratorConfig, build_generator
 
 
 class CannotRegrid(P2PError, ValueError):
@@ -50,17 +45,11 @@ def check_regriddable(old: GeneratorConfig, new: GeneratorConfig) -> None:
 
 def resize_kernel(weight: torch.Tensor) -> torch.Tensor:
     """(in, out, 4, 4) transposed-convolution weight -> the nearest (out, in, 3, 3) resize-convolution one."""
-    if weight.shape[-2:] != (4, 4):
+    if tuple(weight.shape[-2:]) != (4, 4):
         raise CannotRegrid(f"expected a 4x4 transposed-convolution kernel, got {tuple(weight.shape)}")
-    p = torch.linalg.pinv(TAPS)  # (3, 4)
+    p = torch.linalg.pinv(torch.tensor(RESIZE_TAPS, dtype=torch.float64))  # (3, 4)
     v = torch.einsum("ak,bl,iokl->oiab", p, p, weight.detach().double())
     return v.to(weight.dtype)
-
-
-def transpose_kernel(weight: torch.Tensor) -> torch.Tensor:
-    """(out, in, 3, 3) resize-convolution weight -> the (in, out, 4, 4) transposed convolution computing the same."""
-    w = torch.einsum("ka,lb,oiab->iokl", TAPS, TAPS, weight.detach().double())
-    return w.to(weight.dtype)
 
 
 def _up_steps(G: nn.Module) -> list[tuple[str, nn.Module]]:
