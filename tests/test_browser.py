@@ -208,9 +208,10 @@ WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 MAX_LEVELS, MEAN_LEVELS = 4, 0.5
 
 
-@pytest.fixture(scope="module")
-def openmoji_app():
-    """The real app serving the bundled OpenMoji model (the one visitors draw with)."""
+def serving(weights: Path, model: str):
+    """The real app (offline for the Hub) with the browser renderer, or a skip without its runtime."""
+    import contextlib
+
     import huggingface_hub.constants
 
     import app
@@ -220,15 +221,53 @@ def openmoji_app():
 
     if not webrt.available():
         pytest.skip("ONNX Runtime Web is not installed (python -m p2p_demo fetch-web-runtime; scripts/test.sh does it)")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        demo = app.build_app(WEIGHTS, default_model="openmoji")
-        glue.launch(demo, server_name="127.0.0.1", server_port=free_port(),
-                    prevent_thread_lock=True, quiet=True)
-        try:
-            yield demo
-        finally:
-            demo.close()
+
+    @contextlib.contextmanager
+    def running():
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+            demo = app.build_app(weights, default_model=model)
+            glue.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+            try:
+                yield demo
+            finally:
+                demo.close()
+    return running()
+
+
+@pytest.fixture(scope="module")
+def openmoji_app():
+    """The real app serving the bundled OpenMoji model (the one visitors draw with)."""
+    with serving(WEIGHTS, "openmoji") as demo:
+        yield demo
+
+
+@pytest.fixture(scope="module")
+def resize_channel_app(tmp_path_factory):
+    """The real app serving a random model with the other decoder and dropout kinds: a resize-conv
+    decoder (its ONNX file folds 3x3 weights into transposed kernels at load) and channel dropout
+    (one mask value per feature map), stored as fp16 like the bundled models."""
+    import json
+
+    import torch
+
+    from conftest import tiny_generator
+    from p2p_demo.edges import LineStyle
+    from p2p_demo.hub import save_pretrained
+
+    g = tiny_generator(upsample="resize", channel_dropout=True, in_channels=1, norm="instance")
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if p.dim() == 4:
+                p.normal_(0, 0.15)  # far from init, so the picture has contrast and every mask shows
+    root = tmp_path_factory.mktemp("weights")
+    save_pretrained(g, root / "tiny-resize", line_style=LineStyle(size=256, stroke_width=3), name="Tiny resize",
+                    description="A random model for tests", expects="black lines on white", license="MIT",
+                    dtype=torch.float16)
+    (root / "registry.json").write_text(json.dumps({"models": [{"id": "tiny-resize", "source": "bundled",
+                                                                "folder": "tiny-resize"}]}))
+    with serving(root, "tiny-resize") as demo:
+        yield demo
 
 
 def browser_settled(page) -> dict:
@@ -328,3 +367,33 @@ def test_the_browser_renders_the_servers_pictures(openmoji_app, tmp_path):
             browser.close()
     hosts = {urlparse(u).hostname for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")}
     assert hosts <= LOCAL_HOSTS, f"the page reached out to {hosts - LOCAL_HOSTS}"
+
+
+def test_a_resize_decoder_with_channel_dropout_renders_the_servers_pictures(resize_channel_app, tmp_path):
+    import numpy as np
+
+    from p2p_demo import gradio_glue as glue
+    from p2p_demo.edges import Strokes
+
+    renderer = glue.browser_models(resize_channel_app).manager.renderer("tiny-resize")
+    assert renderer.generator.config.upsample == "resize" and renderer.generator.config.channel_dropout
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(resize_channel_app.local_url)
+        try:
+            page.wait_for_function("() => window.p2pBrowser && p2pBrowser.mode === 'browser'")
+            draw(page, [(0.3, 0.25), (0.7, 0.25), (0.75, 0.7), (0.5, 0.85), (0.25, 0.7), (0.3, 0.25)])
+            got = browser_settled(page)
+            assert "in your browser, WASM" in got["status"]
+            edges = renderer.make_edges(Strokes.from_dict(got["record"]))
+            assert np.array_equal(np.asarray(got["edges"], np.uint8).reshape(256, 256), edges)
+            server = renderer.generate(edges, n=3, seed=0)
+            for b, s in zip(got["samples"], server, strict=True):
+                assert_same_picture(rgb(b), s)
+            # whole maps dropped: the samples differ over areas, not in a few pixels
+            assert np.mean(np.abs(server[1].astype(int) - server[0].astype(int)) > 8) > 0.05
+        finally:
+            page.screenshot(path=str(tmp_path / "browser-resize.png"), full_page=True)  # for a failing run
+            browser.close()
