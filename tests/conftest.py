@@ -81,6 +81,16 @@ def tiny_generator(layout: str = "reference", seed: int = 0, **cfg) -> torch.nn.
     return g
 
 
+def trained_like(config: GeneratorConfig, seed: int = 0, std: float = 0.1) -> torch.nn.Module:
+    """A generator with weights far from their init (so a wrong copy or conversion shows)."""
+    torch.manual_seed(seed)
+    G = build_generator(config)
+    with torch.no_grad():
+        for p in G.parameters():
+            p.normal_(0, std)
+    return G
+
+
 def make_weights(root: Path, size: int = SIZE) -> Path:
     """A weights folder with two tiny seeded models and a Hub entry nobody can download."""
     entries = []

@@ -15,7 +15,7 @@ from train import fit as fit_mod
 from train.config import ConfigError, TrainConfig
 from train.lineage import load_init_source
 from train.regrid import CannotRegrid, _up_steps, regrid, regrid_state, resize_kernel
-from conftest import make_trainer, tiny
+from conftest import make_trainer, tiny, trained_like
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -48,14 +48,6 @@ def test_the_projection_removes_the_checkerboard_part_only():
     assert float(out.std()) < 1e-10  # one value everywhere: no phase differs
     assert 0.2 < float(out.mean()) < 0.3  # the quarter of the gain the four phases had on average
 
-
-def trained_like(config: GeneratorConfig, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    G = build_generator(config)
-    with torch.no_grad():
-        for p in G.parameters():
-            p.normal_(0, 0.1)
-    return G
 
 
 def test_a_generator_whose_decoder_a_resize_one_can_compute_converts_exactly():

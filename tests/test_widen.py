@@ -12,19 +12,10 @@ from train import fit as fit_mod
 from train.config import ConfigError, TrainConfig
 from train.lineage import load_init_source
 from train.widen import CannotWiden, widen, widen_state
-from conftest import make_trainer, tiny
+from conftest import make_trainer, tiny, trained_like
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
-
-def trained_like(config: GeneratorConfig, seed: int = 0) -> torch.nn.Module:
-    """A generator with weights far from their init (so a wrong copy shows)."""
-    torch.manual_seed(seed)
-    G = build_generator(config)
-    with torch.no_grad():
-        for p in G.parameters():
-            p.normal_(0, 0.1)
-    return G
 
 
 @pytest.mark.parametrize("upsample", ["transpose", "resize"])
