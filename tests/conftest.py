@@ -113,8 +113,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(weights_dir: Path, **build_kwargs) -> Iterator[str]:
-    """The real app on 127.0.0.1, offline for the Hub; yields its URL."""
+def running_app(weights_dir: Path, default_model: str = MODELS[0], **build_kwargs):
+    """The real app on 127.0.0.1, offline for the Hub; yields the running Blocks."""
     import huggingface_hub.constants
 
     import app
@@ -122,13 +122,20 @@ def serve(weights_dir: Path, **build_kwargs) -> Iterator[str]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        demo = app.build_app(weights_dir, default_model=MODELS[0], **build_kwargs)
+        demo = app.build_app(weights_dir, default_model=default_model, **build_kwargs)
         glue.launch(demo, server_name="127.0.0.1", server_port=free_port(),
                     prevent_thread_lock=True, quiet=True)
         try:
-            yield demo.local_url
+            yield demo
         finally:
             demo.close()
+
+
+@contextlib.contextmanager
+def serve(weights_dir: Path, **build_kwargs) -> Iterator[str]:
+    """``running_app`` with the first tiny model; yields its URL."""
+    with running_app(weights_dir, **build_kwargs) as demo:
+        yield demo.local_url
 
 
 CAT = str(example_paths()[0])

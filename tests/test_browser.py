@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import free_port, make_weights, serve
+from conftest import make_weights, running_app, serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -209,30 +209,12 @@ MAX_LEVELS, MEAN_LEVELS = 4, 0.5
 
 
 def serving(weights: Path, model: str):
-    """The real app (offline for the Hub) with the browser renderer, or a skip without its runtime."""
-    import contextlib
-
-    import huggingface_hub.constants
-
-    import app
-
-    from p2p_demo import gradio_glue as glue
+    """The real app with the browser renderer (conftest.running_app), or a skip without its runtime."""
     from p2p_demo import webrt
 
     if not webrt.available():
         pytest.skip("ONNX Runtime Web is not installed (python -m p2p_demo fetch-web-runtime; scripts/test.sh does it)")
-
-    @contextlib.contextmanager
-    def running():
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-            demo = app.build_app(weights, default_model=model)
-            glue.launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-            try:
-                yield demo
-            finally:
-                demo.close()
-    return running()
+    return running_app(weights, model)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 ``python -m train fit --init-from weights/fluent3d --upsample resize`` continues a model whose
 decoder steps are the reference's 4x4 stride-2 transposed convolutions as one whose steps are
 nearest x2 upsampling followed by a 3x3 convolution (Odena et al., "Deconvolution and Checkerboard
-Artifacts", 2016), keeping everything else (encoder, norms, the innermost and outermost biases) as it was.
+Artifacts", 2016), keeping everything else (encoder, norms, the decoder's biases) as it was.
 
 Why the conversion is a projection. In one dimension a 4-tap stride-2 transposed convolution
 writes output pixel 2i with taps (w1 on x[i], w3 on x[i-1]) and pixel 2i+1 with (w2 on x[i], w0 on
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from p2p_demo.errors import P2PError
-from p2p_demo.nets import RESIZE_TAPS, GeneratorConfig, build_generator
+from p2p_demo.nets import RESIZE_TAPS, GeneratorConfig, ResizeUp, build_generator
 
 
 class CannotRegrid(P2PError, ValueError):
@@ -53,10 +53,8 @@ def resize_kernel(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _up_steps(G: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) of each decoder x2 step, in module order: a ConvTranspose2d or Upsample+Conv2d."""
-    return [(name, m) for name, m in G.named_modules()
-            if isinstance(m, nn.ConvTranspose2d)
-            or (isinstance(m, nn.Sequential) and len(m) == 2 and isinstance(m[0], nn.Upsample))]
+    """(name, module) of each decoder x2 step, in module order: a ConvTranspose2d or a ResizeUp."""
+    return [(name, m) for name, m in G.named_modules() if isinstance(m, (nn.ConvTranspose2d, ResizeUp))]
 
 
 def regrid(G: nn.Module, config: GeneratorConfig) -> nn.Module:
@@ -65,16 +63,14 @@ def regrid(G: nn.Module, config: GeneratorConfig) -> nn.Module:
     new = build_generator(config)
     old_steps, new_steps = _up_steps(G), _up_steps(new)
     assert len(old_steps) == len(new_steps), "the two decoders have different depths"
-    state = {k: v for k, v in G.state_dict().items()}
-    for (old_name, up), (new_name, step) in zip(old_steps, new_steps):
-        conv = step[1]
+    state = dict(G.state_dict())
+    for (old_name, up), (new_name, _) in zip(old_steps, new_steps):
         del state[f"{old_name}.weight"]
         state[f"{new_name}.1.weight"] = resize_kernel(up.weight)
         if up.bias is not None:
             del state[f"{old_name}.bias"]
             state[f"{new_name}.1.bias"] = up.bias.detach().clone()
-        assert conv.weight.shape == state[f"{new_name}.1.weight"].shape
-    new.load_state_dict(state)
+    new.load_state_dict(state)  # strict: a shape or key that does not fit raises here
     return new
 
 
