@@ -15,7 +15,7 @@ from p2p_demo.nets import GeneratorConfig, build_generator
 from train import fit as fit_mod
 from train import fit_args
 from train.config import ConfigError, TrainConfig
-from train.evaluate import flat_std, local_std, pairwise_l1
+from train.evaluate import flat_std, local_std, pairwise_l1, sharpness
 from train.fit_args import config_from_args
 from train.trainer import R1_EVERY, Trainer
 from train.lineage import Lineage, read_lineage
@@ -297,6 +297,25 @@ def test_local_std_and_flat_std():
     assert flat_std(noisy, stripes) is None  # no flat target pixel to judge
 
 
+def test_sharpness_is_one_for_the_target_falls_with_blur_and_ignores_noise():
+    import cv2
+
+    target = np.full((64, 64, 3), 255, np.uint8)
+    cv2.circle(target, (32, 32), 16, (200, 60, 20), -1)  # a filled disc on paper: one crisp outline
+    cv2.rectangle(target, (4, 4), (20, 20), (20, 40, 160), -1)
+    assert sharpness(target, target) == pytest.approx(1.0)
+    soft, softer = cv2.GaussianBlur(target, (0, 0), 1.0), cv2.GaussianBlur(target, (0, 0), 2.5)
+    assert 0.1 < sharpness(softer, target) < sharpness(soft, target) < 0.9
+    rng = np.random.default_rng(0)
+    noisy = np.clip(target + rng.normal(0, 12, target.shape), 0, 255).astype(np.uint8)
+    assert sharpness(noisy, target) == pytest.approx(1.0, abs=0.05)  # speckle is not sharpness
+    assert sharpness(np.full_like(target, 128), target) == 0.0  # the mean colour keeps no edge
+    assert sharpness(255 - target, target) == pytest.approx(-1.0, abs=0.02)  # edges of the wrong sign
+    assert sharpness(target, np.full_like(target, 200)) is None  # a flat target has no edge to keep
+    # a one-channel target is judged on the output's first channel (a 1-channel model repeats it)
+    assert sharpness(target, target[..., :1]) == pytest.approx(1.0)
+
+
 def test_pairwise_l1():
     a, b = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)
     assert pairwise_l1([a, a, a]) == 0.0
@@ -323,3 +342,6 @@ def test_evaluate_scores_variety_only_with_dropout(data_dir):
         assert per_item, "the test data should have flat target regions"
         assert m["flat_std"] == pytest.approx(float(np.mean(per_item)))
         assert m["flat_std"] > 0.1  # an untrained net's output is not flat anywhere
+        per_item = [s for s in (sharpness(y, t) for y, t in zip(outs, targets)) if s is not None]
+        assert m["sharpness"] == pytest.approx(float(np.mean(per_item)))
+        assert abs(m["sharpness"]) < 0.2  # an untrained net reproduces none of the targets' edges
