@@ -4,7 +4,7 @@ This measures the server path (the page is opened with ``?render=server``); ``py
 measures rendering in the browser.
 
     python -m bench.app_latency [--strokes 20] [--calls 30] [--samples 3] [--model ID]
-                                [--weights-dir weights] [--screenshot docs/screenshots/app.png]
+                                [--weights-dir weights] [--screenshot docs/screenshots/app-openmoji.png]
 
 Runs the real app in-process on 127.0.0.1 with the registry's default model (or --model), drives
 Debian's Chromium (/usr/bin/chromium) through Playwright, and prints p50/p95 tables.

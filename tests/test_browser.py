@@ -1,16 +1,13 @@
 """The real app in Debian's Chromium (Playwright): draw, see samples, examples, photo, model switch.
 
 Needs /usr/bin/chromium (scripts/test.sh installs it); skipped when it or Playwright is missing.
-The screenshot goes under pytest's tmp dir; P2P_DOCS_SCREENSHOT=1 also copies it to
-docs/screenshots/app.png (tiny random models: the README's picture with the real default model
-comes from ``python -m bench.app_latency --screenshot docs/screenshots/app.png``).
+The screenshot goes under pytest's tmp dir (tiny random models; the README's pictures with the real
+models come from ``python -m bench.app_latency --screenshot docs/screenshots/app-<model>.png``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,7 +18,6 @@ from conftest import make_weights, running_app, serve
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "app.png"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 TIMEOUT_MS = 60_000  # generous: CI machines are often busy; a passing run takes far less
 
@@ -148,9 +144,6 @@ def test_draw_examples_photo_and_models(page, tmp_path):
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
-    if os.environ.get("P2P_DOCS_SCREENSHOT"):
-        DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, DOCS_SCREENSHOT)
 
     # Another model re-renders the same drawing.
     page.locator("#model input").click()
