@@ -240,13 +240,14 @@ def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path):
 
 
 def test_recorded_source_keeps_ids_and_relative_paths_and_drops_the_machines(tmp_path, monkeypatch):
-    from train.lineage import recorded_source
+    from train.lineage import PREVIOUS_STINT, recorded_source
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "weights" / "openmoji").mkdir(parents=True)
     assert recorded_source("openmoji") == "openmoji" and recorded_source("huggan/pix2pix-edge2shoes") == "huggan/pix2pix-edge2shoes"
-    assert recorded_source("runs/a/checkpoints/last.pt") == "the checkpoint of run a" and recorded_source("") == ""
-    assert recorded_source("/home/someone/runs/b/checkpoints/step_100.pt") == "the checkpoint of run b"
+    assert recorded_source("runs/a/checkpoints/last.pt") == PREVIOUS_STINT and recorded_source("") == ""
+    assert recorded_source("/home/someone/runs/b/checkpoints/step_100.pt") == PREVIOUS_STINT
+    assert recorded_source("the checkpoint of run a") == PREVIOUS_STINT  # records written before the rule
     assert recorded_source(str(tmp_path / "weights" / "openmoji")) == "weights/openmoji"
     assert recorded_source("/home/someone/work/runs/x/last.pt") == "last.pt (a local path)"
     assert recorded_source("/model.pt") == "model.pt (a local path)"

@@ -85,16 +85,22 @@ class Lineage:
                 f"{self.wall_hours:.2f} h of wall time, {self.cpu_hours:.2f} CPU-hours ({', '.join(devices)}).")
 
 
+PREVIOUS_STINT = "the previous stint's checkpoint"
+_OLD_CHECKPOINT_NAME = "the checkpoint of run "  # how records named a run checkpoint before
+
+
 def recorded_source(spec: str) -> str:
     """How a lineage and a model card name an ``--init-from`` source: a registry id, a Hub repo or a
     relative path as given; an absolute path relative to the working folder when it lies inside it,
     else by its name alone, marked local (``openmoji (a local path)``: neither a Hub id nor a user's
-    folder); a ``train fit`` checkpoint (``runs/<name>/checkpoints/*.pt``) by its run's name. A
-    model's record never carries a path of the machine that trained it: ``Lineage.to_dict`` applies
-    this whenever a lineage is written, so stints recorded before the rule existed are cleaned too."""
+    folder); a ``train fit`` checkpoint (``runs/<name>/checkpoints/*.pt``) as the previous stint's:
+    its lineage ends with that stint, and a run folder is never shipped, so its name means nothing to
+    a reader of the card. A model's record never carries a path of the machine that trained it:
+    ``Lineage.to_dict`` applies this whenever a lineage is written, so stints recorded before the rule
+    existed are cleaned too."""
     path = Path(spec)
-    if path.suffix == ".pt" and path.parent.name == "checkpoints":  # runs/<name>/checkpoints/last.pt: not shipped
-        return f"the checkpoint of run {path.parent.parent.name or '?'}"
+    if (path.suffix == ".pt" and path.parent.name == "checkpoints") or spec.startswith(_OLD_CHECKPOINT_NAME):
+        return PREVIOUS_STINT
     if not spec or not path.is_absolute():
         return spec
     try:
