@@ -261,6 +261,12 @@ def test_save_and_load_round_trip_float32_is_exact(tmp_path):
     assert "test outlines, black on white" in card and "| L1 | 0.123 |" in card and "noise" in card
 
 
+def test_model_card_front_matter_uses_the_hubs_lower_case_licence_id(tmp_path):
+    folder = hub.save_pretrained(tiny_ours().eval(), tmp_path / "m", line_style=STYLE, name="Tiny", license="CC-BY-SA-4.0")
+    assert (folder / "README.md").read_text().split("---")[1].splitlines()[1] == "license: cc-by-sa-4.0"
+    assert json.loads((folder / "config.json").read_text())["license"] == "CC-BY-SA-4.0"  # the manifest's spelling kept
+
+
 def test_save_and_load_round_trip_float16_is_within_half_precision(tmp_path):
     g0 = tiny_ours().eval()
     folder = hub.save_pretrained(g0, tmp_path / "m16", line_style=STYLE, name="Tiny16")  # fp16 by default

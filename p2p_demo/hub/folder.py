@@ -50,7 +50,9 @@ def _line_style_dict(line_style: Any) -> dict:
 
 def _model_card(meta: dict, config: GeneratorConfig, dtype: torch.dtype, n_params: int) -> str:
     lic = meta["license"]
-    card_license = lic if re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", lic or "") else "other"
+    # The Hub's licence ids are lower case ("cc-by-sa-4.0"); a data manifest may spell the SPDX id
+    # "CC-BY-SA-4.0". Anything else (a sentence, "unknown") is "other" in the front matter.
+    card_license = lic.lower() if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.\-]*", lic or "") else "other"
     lines = ["---", f"license: {card_license}", "library_name: pytorch", "pipeline_tag: image-to-image",
              "tags:", "- pix2pix", "- image-to-image", "- p2p_demo", "---", "",
              f"# {meta['name']}", ""]
