@@ -181,7 +181,7 @@ def test_curriculum_refusals_say_what_to_do(data_dir, low_res_dir, tmp_path):
     assert not (tmp_path / "run").exists()  # all said before any work
 
 
-def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path):
+def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path, caplog):
     from train.export import export
 
     fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="first", max_steps=4, ema_decay=0.99))
@@ -227,7 +227,9 @@ def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path):
     for key, v in half(ckpt1["G"]).items():
         torch.testing.assert_close(fresh.G_ema.state_dict()[key], v, msg=f"EMA {key}")
 
-    fit_mod.fit(cfg)
+    with caplog.at_level("WARNING", logger="train.fit"):
+        fit_mod.fit(cfg)
+    assert "recipe" not in caplog.text  # the flags above keep the first stint's recipe
     folder2 = export(tmp_path / "runs" / "second" / "checkpoints" / "last.pt", tmp_path / "model2")
     lin2 = read_lineage(folder2)
     assert [s["steps"] for s in lin2.stints] == [4, 3] and lin2.steps == 7 and lin2.images_seen == 14
@@ -270,6 +272,23 @@ def test_init_from_with_other_architecture_says_what_to_change(data_dir, tmp_pat
     with pytest.raises(SystemExit, match="ngf 8, this run 16: only reference-layout generators with instance norm"):
         fit_args.main(["--data", str(data_dir), "--out-dir", str(tmp_path / "runs"), "--name", "c", "--init-from",
                       str(folder), "--ngf", "16", "--max-steps", "1", "--no-final-eval", "--no-progress"])
+
+
+def test_a_continued_stint_names_what_it_changes_of_the_recipe(data_dir, tmp_path, caplog):
+    lin = Lineage(stints=[{"recipe": {"batch_size": 4, "lambda_ms": 1.0, "lr": 2e-4, "channel_dropout": True,
+                                      "max_seconds": 6900.0, "n_epochs": 100.0, "seed": 0}}])
+    cfg = TrainConfig.from_dict({"data": "d", "batch_size": 1, "lambda_ms": 1.0, "lr": 2e-4, "channel_dropout": True,
+                                 "max_seconds": 60.0, "n_epochs": 1.0, "seed": 3}).to_dict()
+    assert lin.recipe_changes(cfg) == {"batch_size": (4, 1)}  # budget, schedule length and seed are each stint's own
+    assert Lineage().recipe_changes(cfg) == {}
+
+    from train.export import export
+
+    fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="a", max_steps=2, lambda_l1=300.0))
+    folder = export(tmp_path / "runs" / "a" / "checkpoints" / "last.pt", tmp_path / "model")
+    with caplog.at_level("WARNING", logger="train.fit"):
+        fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="b", max_steps=1, init_from=str(folder), batch_size=1))
+    assert "changes the previous stint's recipe: lambda_l1 300.0 -> 100.0, batch_size 2 -> 1" in caplog.text
 
 
 def test_lineage_refuses_unknown_versions():

@@ -110,6 +110,10 @@ class Run:
             if self.main:
                 log.info("starting from %s: %d steps, %d images seen before this run", cfg.init_from,
                          self.lineage.steps, self.lineage.images_seen)
+                changes = self.lineage.recipe_changes(cfg.to_dict())
+                if changes:
+                    log.warning("this stint changes the previous stint's recipe: %s (give the flags to keep it)",
+                                ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
         self.images_seen = self.images_before
         if self.main:
             self._prepare_folder()

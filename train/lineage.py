@@ -41,6 +41,10 @@ RECIPE_KEYS = ("ngf", "loss", "gan_mode", "lambda_l1", "lambda_ms", "ms_pool", "
                "low_res_share", "amp", "seed")
 
 
+# Recipe options a stint sets for itself rather than inherits: its budget and schedule, its seed.
+BUDGET_KEYS = frozenset({"max_seconds", "n_epochs", "n_epochs_decay", "lr_schedule", "seed"})
+
+
 @dataclass
 class Lineage:
     """The stints of training a model went through, oldest first, and its discriminator's shape."""
@@ -75,6 +79,16 @@ class Lineage:
         if int(d.get("version", 0)) != STATE_VERSION:
             raise ValueError(f"training state version {d.get('version')!r}; this code reads version {STATE_VERSION}")
         return cls(stints=list(d.get("stints") or []), discriminator=d.get("discriminator"))
+
+    def recipe_changes(self, cfg: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """{option: (previous stint's value, this config's)} for each recipe option a new stint changes
+        (budget and seed aside). An option the flags leave at its default silently changes the recipe
+        of a continued lineage (the previous stint's batch 4 becomes 1): the run says so at its start."""
+        if not self.stints:
+            return {}
+        before, now = self.stints[-1].get("recipe") or {}, flat_options(cfg)
+        return {k: (before[k], now[k]) for k in RECIPE_KEYS
+                if k not in BUDGET_KEYS and k in before and k in now and before[k] != now[k]}
 
     def summary(self) -> str:
         """One sentence for the model card."""
