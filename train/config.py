@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import Field, asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Collection, Iterable, Mapping
 
 from p2p_demo.errors import P2PError
 from p2p_demo.nets import NORMS, UPSAMPLES, GeneratorConfig
@@ -271,3 +271,13 @@ def flat_options(d: Mapping[str, Any]) -> dict[str, Any]:
     layout of the command line, with no key added or checked. Where a dict has both, the flat key wins
     (an option given over a saved config). What --resume compares and a stint's recipe records."""
     return {**(d.get("generator") or {}), **{k: v for k, v in d.items() if k != "generator"}}
+
+
+def option_changes(before: Mapping[str, Any], now: Mapping[str, Any], *, keys: Iterable[str] | None = None,
+                   ignore: Collection[str] = ()) -> dict[str, tuple[Any, Any]]:
+    """{option: (before, now)} for each option both config dicts (either layout) set, to different
+    values: among ``keys`` (in their order; default: all of ``now``'s), ``ignore`` aside. What --resume
+    refuses and what a continued stint warns of."""
+    before, now = flat_options(before), flat_options(now)
+    return {k: (before[k], now[k]) for k in (now if keys is None else keys)
+            if k not in ignore and k in before and k in now and before[k] != now[k]}

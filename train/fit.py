@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from p2p_demo.image import save_image
-from train.config import RESUMABLE, ConfigError, TrainConfig, flat_options
+from train.config import RESUMABLE, ConfigError, TrainConfig, option_changes
 from train.curriculum import Phase, curriculum
 from train.dataset import PairedData, batch_indices, load_manifest, split_size, steps_per_epoch
 from train.distributed import init_distributed, resolve_device
@@ -45,9 +45,7 @@ def run_dir(cfg: TrainConfig) -> Path:
 def check_resumable(cfg: TrainConfig, saved: Mapping[str, Any]) -> None:
     """Refuse to resume a checkpoint's config (either layout, ``flat_options``) with another experiment:
     options outside RESUMABLE that the checkpoint records must be the same."""
-    saved = flat_options(saved)
-    diff = {k: (saved[k], v) for k, v in flat_options(cfg.to_dict()).items()
-            if k not in RESUMABLE and k in saved and saved[k] != v}
+    diff = option_changes(saved, cfg.to_dict(), ignore=RESUMABLE)
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
         raise ConfigError(f"--resume with a different experiment ({lines}); start a new --name instead")

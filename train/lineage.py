@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from train.config import flat_options
+from train.config import flat_options, option_changes
 from train.resume import checkpoint_weights, is_train_checkpoint, load_checkpoint
 
 TRAINING_DIR = "training"
@@ -84,11 +84,8 @@ class Lineage:
         """{option: (previous stint's value, this config's)} for each recipe option a new stint changes
         (budget and seed aside). An option the flags leave at its default silently changes the recipe
         of a continued lineage (the previous stint's batch 4 becomes 1): the run says so at its start."""
-        if not self.stints:
-            return {}
-        before, now = self.stints[-1].get("recipe") or {}, flat_options(cfg)
-        return {k: (before[k], now[k]) for k in RECIPE_KEYS
-                if k not in BUDGET_KEYS and k in before and k in now and before[k] != now[k]}
+        before = (self.stints[-1].get("recipe") or {}) if self.stints else {}
+        return option_changes(before, cfg, keys=RECIPE_KEYS, ignore=BUDGET_KEYS)
 
     def summary(self) -> str:
         """One sentence for the model card."""

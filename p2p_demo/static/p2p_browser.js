@@ -36,7 +36,7 @@ async function runtime() {
   state.ep = webgpu ? 'webgpu' : 'wasm';
   const cores = navigator.hardwareConcurrency || 1;
   // Threads need SharedArrayBuffer, which needs a cross-origin isolated page (COOP/COEP headers).
-  // On an idle 2-core machine two WASM threads beat one (33 against 47 ms a frame, 22 against 18 frames/s,
+  // On an idle 2-core machine two WASM threads beat one (31 against 43 ms a frame, 23.8 against 19.1 frames/s,
   // the page still taking every pointer move; python -m bench.browser); one thread won only while another
   // job kept both cores busy. Capped at 4: more threads were never measured.
   state.threads = Number(query.get('threads')) || (window.crossOriginIsolated ? Math.min(4, cores) : 1);
