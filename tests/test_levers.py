@@ -19,7 +19,7 @@ from train.evaluate import flat_std, local_std, pairwise_l1, sharpness
 from train.fit_args import config_from_args
 from train.trainer import R1_EVERY, Trainer
 from train.lineage import Lineage, read_lineage
-from train.losses import mode_seeking_loss, r1_penalty
+from train.losses import mode_seeking_loss, object_mask, r1_penalty
 from train.resume import load_checkpoint
 from conftest import SIZE, fixed_batch, make_dataset, make_trainer, tiny
 
@@ -107,12 +107,35 @@ def test_pooled_mode_seeking_ignores_fine_texture_and_keeps_areas():
     assert float(mode_seeking_loss(torch.zeros(1, 1, 10, 10), torch.ones(1, 1, 10, 10), 0.5, pool=8)) > 0
 
 
+def test_mode_seeking_over_the_object_ignores_the_paper():
+    target = torch.ones(1, 3, 16, 16)  # white paper ...
+    target[..., :, :8] = -1  # ... with a black object on its left half
+    target[0, 0, 0, 8] = 0.9  # a pixel just off white is object too: one paper-white channel is not enough
+    where = object_mask(target)
+    assert where.shape == (1, 1, 16, 16) and float(where.sum()) == 16 * 8 + 1
+    where[0, 0, 0, 8] = 0
+    a = torch.zeros(1, 3, 16, 16)
+    on_paper, on_object = a.clone(), a.clone()
+    on_paper[..., :, 8:] = 0.5  # a colour cloud on the paper
+    on_object[..., :, :8] = 0.5  # another colour of the object
+    for pool in (1, 8):
+        assert float(mode_seeking_loss(a, on_paper, 0.5, pool=pool)) == pytest.approx(1.0 / (0.25 + 1e-5))
+        assert float(mode_seeking_loss(a, on_paper, 0.5, pool=pool, where=where)) == pytest.approx(1.0 / 1e-5)
+        # the object's own difference in full, not diluted by the paper around it
+        assert float(mode_seeking_loss(a, on_object, 0.5, pool=pool, where=where)) == pytest.approx(1.0 / (0.5 + 1e-5))
+    # a cell half object, half paper: only its object pixels count, and it weighs half a cell
+    assert float(mode_seeking_loss(a, on_object, 0.5, pool=16, where=where)) == pytest.approx(1.0 / (0.5 + 1e-5))
+    assert float(mode_seeking_loss(a, on_paper, 0.5, pool=16, where=where)) == pytest.approx(1.0 / 1e-5)
+    # nothing drawn in the batch: no term rather than an infinite one
+    assert float(mode_seeking_loss(a, on_object, 0.5, where=object_mask(torch.ones(1, 3, 16, 16)))) == 0.0
+
+
 def test_mode_seeking_step_logs_the_term_and_pushes_samples_apart(data_dir):
     a, b = fixed_batch(data_dir, 2)
 
-    def spread(lambda_ms: float) -> float:
+    def spread(lambda_ms: float, **kw) -> float:
         torch.manual_seed(0)
-        cfg = TrainConfig.from_dict(dict(ngf=8, ndf=8, batch_size=2, lr=2e-3, loss="l1", lambda_ms=lambda_ms))
+        cfg = TrainConfig.from_dict(dict(ngf=8, ndf=8, batch_size=2, lr=2e-3, loss="l1", lambda_ms=lambda_ms, **kw))
         t = make_trainer(cfg, spe=1000)
         for _ in range(12):
             losses = t.step(a, b)
@@ -122,6 +145,7 @@ def test_mode_seeking_step_logs_the_term_and_pushes_samples_apart(data_dir):
             return float((t.G(a) - t.G(a)).abs().mean())  # two training-mode dropout draws
 
     assert spread(5.0) > 1.2 * spread(0.0)
+    assert spread(5.0, ms_object=True) > 1.2 * spread(0.0)  # wired through the step (photos: all object)
 
 
 def test_mode_seeking_needs_dropout():
@@ -129,6 +153,8 @@ def test_mode_seeking_needs_dropout():
         TrainConfig.from_dict(dict(lambda_ms=1.0, dropout=False))
     with pytest.raises(ValueError, match="--ms-pool"):
         TrainConfig.from_dict(dict(lambda_ms=1.0, ms_pool=0))
+    with pytest.raises(ValueError, match="--ms-object .* --lambda-ms"):
+        TrainConfig.from_dict(dict(ms_object=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,6 +307,11 @@ def test_a_continued_stint_names_what_it_changes_of_the_recipe(data_dir, tmp_pat
                                  "max_seconds": 60.0, "n_epochs": 1.0, "seed": 3}).to_dict()
     assert lin.recipe_changes(cfg) == {"batch_size": (4, 1)}  # budget, schedule length and seed are each stint's own
     assert Lineage().recipe_changes(cfg) == {}
+    # an option newer than the record was at its default then: turning it on is a change
+    newer = TrainConfig.from_dict({"data": "d", "batch_size": 4, "lambda_ms": 1.0, "lr": 2e-4, "channel_dropout": True,
+                                   "ms_object": True}).to_dict()
+    assert "ms_object" not in lin.stints[-1]["recipe"]
+    assert lin.recipe_changes(newer) == {"ms_object": (False, True)}
 
     from train.export import export
 

@@ -143,6 +143,9 @@ class TrainConfig:
                                  "0 = off", at_least=0)
     ms_pool: int = _opt(1, "mode seeking compares the two samples averaged over k x k cells (1 = per pixel); "
                            "k > 1 rewards samples that differ over areas, not in fine texture", at_least=1)
+    ms_object: bool = _opt(False, "mode seeking measures the two samples' difference over the object only (the "
+                                  "target's pixels that are not paper white): specks and colour clouds on the "
+                                  "paper earn nothing")
     # generator: its architecture (the command line's --ngf ... --upsample)
     generator: GeneratorOptions = field(default_factory=GeneratorOptions)
     # discriminator
@@ -220,6 +223,8 @@ class TrainConfig:
             raise ConfigError("--r1-gamma regularises the discriminator, and loss 'l1' has none")
         if self.lambda_ms and not self.generator.dropout:
             raise ConfigError("--lambda-ms needs dropout: the mode-seeking term compares two dropout samples")
+        if self.ms_object and not self.lambda_ms:
+            raise ConfigError("--ms-object shapes the mode-seeking term: give --lambda-ms too")
 
     # loss options, spelled out once
     @property

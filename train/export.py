@@ -93,6 +93,7 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None, 
                   + (f", EMA of the weights (decay {cfg.get('ema_decay')}) exported" if ckpt.get("G_ema") else "")
                   + (f", mode seeking lambda {cfg.get('lambda_ms')}"
                      + (f" over {cfg['ms_pool']}x{cfg['ms_pool']} cells" if cfg.get("ms_pool", 1) > 1 else "")
+                     + (" of the object" if cfg.get("ms_object") else "")
                      if cfg.get("lambda_ms") else "")
                   + (f", autocast {cfg.get('amp')}" if cfg.get("amp", "none") != "none" else "")
                   + (f", started from {recorded_source(cfg['init_from'])}" if cfg.get("init_from") else "") + ". "

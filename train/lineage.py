@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from train.config import flat_options, option_changes
+from train.config import TrainConfig, flat_options, option_changes
 from train.resume import checkpoint_weights, is_train_checkpoint, load_checkpoint
 
 TRAINING_DIR = "training"
@@ -35,7 +35,7 @@ STATE_VERSION = 1
 
 # The recipe options a stint records (the rest of TrainConfig is bookkeeping), by their command-line
 # names: a recipe is flat (``train.config.flat_options``) whichever layout the config was saved in.
-RECIPE_KEYS = ("ngf", "loss", "gan_mode", "lambda_l1", "lambda_ms", "ms_pool", "r1_gamma", "ndf", "n_layers",
+RECIPE_KEYS = ("ngf", "loss", "gan_mode", "lambda_l1", "lambda_ms", "ms_pool", "ms_object", "r1_gamma", "ndf", "n_layers",
                "batch_size", "lr", "lr_d", "beta1", "beta2", "n_epochs", "n_epochs_decay", "lr_schedule",
                "max_seconds", "ema_decay", "dropout_p", "channel_dropout", "jitter", "flip", "freehand",
                "low_res_share", "amp", "seed")
@@ -83,8 +83,12 @@ class Lineage:
     def recipe_changes(self, cfg: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """{option: (previous stint's value, this config's)} for each recipe option a new stint changes
         (budget and seed aside). An option the flags leave at its default silently changes the recipe
-        of a continued lineage (the previous stint's batch 4 becomes 1): the run says so at its start."""
-        before = (self.stints[-1].get("recipe") or {}) if self.stints else {}
+        of a continued lineage (the previous stint's batch 4 becomes 1): the run says so at its start.
+        An option newer than the previous stint's record was at its default then (an option is added
+        with the default that keeps the old behaviour), so turning it on is a change too."""
+        if not self.stints:
+            return {}
+        before = {**flat_options(TrainConfig.from_dict({}).to_dict()), **flat_options(self.stints[-1].get("recipe") or {})}
         return option_changes(before, cfg, keys=RECIPE_KEYS, ignore=BUDGET_KEYS)
 
     def summary(self) -> str:

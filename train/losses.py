@@ -51,8 +51,17 @@ def d_in_channels(in_channels: int, out_channels: int, conditional: bool) -> int
     return in_channels + out_channels if conditional else out_channels
 
 
+# A target pixel whose every channel is at least this (in [-1, 1]; 249 of 255) is paper, not object.
+PAPER_LEVEL = 0.95
+
+
+def object_mask(target: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) float: 1 where the target draws something, 0 on the paper (white in every channel)."""
+    return (target.amin(1, keepdim=True) < PAPER_LEVEL).float()
+
+
 def mode_seeking_loss(fake1: torch.Tensor, fake2: torch.Tensor, dropout_p: float, pool: int = 1,
-                      eps: float = 1e-5) -> torch.Tensor:
+                      where: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
     """Mao et al.'s mode-seeking term (CVPR 2019) with dropout masks as the latent code.
 
     The paper maximises d(G(x, z1), G(x, z2)) / d(z1, z2) by minimising its inverse. Here z is the
@@ -63,10 +72,27 @@ def mode_seeking_loss(fake1: torch.Tensor, fake2: torch.Tensor, dropout_p: float
     pool > 1 measures the distance between the samples averaged over pool x pool cells: a difference
     that alternates in sign within a cell (a checkerboard, a fine texture) then counts for nothing,
     while two colours of one area count in full.
+
+    where (B, 1, H, W, 0..1; ``object_mask`` of the target) restricts the distance to the object:
+    the difference is averaged over the object's pixels of each cell, and cells weigh by their share
+    of object, so two samples that differ only on the paper (specks, colour clouds) earn nothing.
+    No object in the batch: no term (0).
     """
-    if pool > 1:
-        fake1, fake2 = F.avg_pool2d(fake1, pool, ceil_mode=True), F.avg_pool2d(fake2, pool, ceil_mode=True)
-    d_img = (fake1 - fake2).abs().mean()
+    diff = fake1 - fake2
+    if where is None:
+        if pool > 1:
+            diff = F.avg_pool2d(diff, pool, ceil_mode=True)
+        d_img = diff.abs().mean()
+    else:
+        where = where.to(diff.dtype)
+        diff = diff * where
+        if pool > 1:
+            diff, where = (F.avg_pool2d(t, pool, ceil_mode=True) for t in (diff, where))
+        area = where.sum() * diff.shape[1]
+        if float(area) == 0:
+            return diff.new_zeros(())
+        # |mean of the cell's object pixels| weighted by the cell's object share = |sum| / cell size
+        d_img = diff.abs().sum() / area
     return (2.0 * dropout_p) / (d_img + eps)
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from p2p_demo.nets import GeneratorConfig, build_generator
 from train.config import ConfigError, TrainConfig
 from train.discriminator import PatchDiscriminator, init_weights
-from train.losses import d_in_channels, d_input, d_loss, g_loss, mode_seeking_loss, r1_penalty
+from train.losses import d_in_channels, d_input, d_loss, g_loss, mode_seeking_loss, object_mask, r1_penalty
 
 if TYPE_CHECKING:
     from train.lineage import InitSource
@@ -298,7 +298,7 @@ class Trainer:
             loss_G = loss_G + cfg.lambda_l1 * loss_G_L1
         if fake2 is not None:
             loss_G_MS = mode_seeking_loss(fake.float(), fake2.float(), self.gen_config.dropout_p,
-                                          cfg.ms_pool)
+                                          cfg.ms_pool, object_mask(b) if cfg.ms_object else None)
             loss_G = loss_G + cfg.lambda_ms * loss_G_MS
         self.scaler_G.scale(loss_G).backward()
         self.scaler_G.step(self.opt_G)
