@@ -15,7 +15,7 @@ from p2p_demo.nets import GeneratorConfig, build_generator
 from train import fit as fit_mod
 from train import fit_args
 from train.config import ConfigError, TrainConfig
-from train.evaluate import flat_std, local_std, pairwise_l1, sharpness
+from train.evaluate import flat_std, local_std, pairwise_l1, paper_l1, sharpness
 from train.fit_args import config_from_args
 from train.trainer import R1_EVERY, Trainer
 from train.lineage import Lineage, read_lineage
@@ -346,6 +346,23 @@ def test_local_std_and_flat_std():
     stripes = np.zeros((32, 32, 3), np.uint8)
     stripes[:, ::2] = 255
     assert flat_std(noisy, stripes) is None  # no flat target pixel to judge
+
+
+def test_paper_l1_sees_clouds_on_the_paper_only():
+    target = np.full((16, 16, 3), 255, np.uint8)
+    target[:, :8] = (200, 120, 40)  # an orange object on the left, paper on the right
+    target[0, 8] = (255, 255, 240)  # off-white in one channel: not paper
+    clean = target.copy()
+    recoloured = target.copy()
+    recoloured[:, :8] = (40, 120, 200)  # another colour of the object: no cloud
+    cloud = target.copy()
+    cloud[:, 8:] = (255, 255, 0)  # the paper turned yellow: 255 levels in one of three channels
+    assert paper_l1([clean, recoloured], target) == 0.0
+    assert paper_l1([cloud], target) == pytest.approx(255 / 3 / 127.5)
+    assert paper_l1([clean, cloud], target) == pytest.approx(255 / 3 / 127.5 / 2)  # averaged over the samples
+    grey = np.full((16, 16), 255, np.uint8)
+    assert paper_l1([np.zeros((16, 16, 3), np.uint8)], grey) == pytest.approx(2.0)  # 1-channel targets
+    assert paper_l1([cloud], np.zeros((16, 16, 3), np.uint8)) is None  # no paper to judge
 
 
 def test_sharpness_is_one_for_the_target_falls_with_blur_and_ignores_noise():

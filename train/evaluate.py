@@ -32,6 +32,9 @@ Metrics, per image then averaged over the split:
   ``seed + 1 .. seed + k - 1`` (``--variety-seeds k``, default 4) and the mean pairwise |a - b|
   (in [-1, 1], the units of ``l1``) between the k samples is averaged over the split. 0 for a
   deterministic model.
+* ``paper_l1``: what the samples draw on the paper around the object (colour clouds, specks): the
+  mean |output - white| (units of ``l1``) over the target's paper pixels (white in every channel,
+  ``train.losses.PAPER_LEVEL``), averaged over the ``variety`` samples. 0 for clean paper.
 * ``sharpness``: how much of the targets' edge contrast the output reproduces. At the target's
   edge pixels (Sobel gradient of at least ``EDGE_GRADIENT`` levels per pixel, any channel), the
   output's gradient projected on the target's: sum(grad out . grad target) / sum(|grad target|^2),
@@ -56,6 +59,7 @@ from torch import nn
 from p2p_demo.image import array_to_rgb as to_rgb, grid, resize, save_image, to_images
 from p2p_demo.masks import sample_seeds, seeded_forward
 from train.dataset import NotPrepared, PairedData, load_manifest
+from train.losses import PAPER_LEVEL
 from train.distributed import resolve_device
 from train.resume import checkpoint_generator, read_train_checkpoint
 
@@ -145,6 +149,17 @@ def flat_std(output: np.ndarray, target: np.ndarray) -> float | None:
     return float(local_std(out)[flat].mean())
 
 
+def paper_l1(samples: Sequence[np.ndarray], target: np.ndarray) -> float | None:
+    """Mean |sample - white| over the target's paper pixels, in [-1, 1] units, averaged over the
+    uint8 samples (None when the target has no paper)."""
+    t = target if target.ndim == 3 else target[..., None]
+    paper = (t >= (PAPER_LEVEL + 1) * 127.5).all(axis=2)
+    if not paper.any():
+        return None
+    c = t.shape[2]
+    return float(np.mean([(255.0 - s[..., :c][paper].astype(np.float64)).mean() / 127.5 for s in samples]))
+
+
 def gradients(image: np.ndarray) -> np.ndarray:
     """(H, W, C, 2) float: the x and y Sobel derivatives of an image, in levels per pixel."""
     import cv2
@@ -204,7 +219,7 @@ def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_st
     in_ch = G.config.in_channels
     n = len(data) if not max_items else min(max_items, len(data))
     per: dict[str, list[float]] = {k: [] for k in ("l1", "psnr", "ssim", "edge_precision", "edge_recall", "edge_f1",
-                                                   "edge_f1_target", "flat_std", "sharpness", "variety")}
+                                                   "edge_f1_target", "flat_std", "paper_l1", "sharpness", "variety")}
     outputs: list[np.ndarray] = []
     sampled = variety_seeds > 1 and G.has_dropout
     for start in range(0, n, batch_size):
@@ -223,7 +238,11 @@ def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_st
             sh = sharpness(y, target)
             if sh is not None:
                 per["sharpness"].append(sh)
-            per["variety"].append(pairwise_l1([y] + [o[j] for o in others]) if sampled else 0.0)
+            samples = [y] + [o[j] for o in others]
+            per["variety"].append(pairwise_l1(samples) if sampled else 0.0)
+            pl = paper_l1(samples, target)
+            if pl is not None:
+                per["paper_l1"].append(pl)
             if line_style is not None:
                 ink = data.A[i].cpu().numpy() < 128
                 p, r, f = edge_scores(output_edges(y, line_style), ink)
@@ -323,5 +342,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                      freehand=args.freehand)
     except (LoadError, NotPrepared) as e:
         raise SystemExit(f"evaluate: {e}") from e
-    print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "flat_std", "sharpness", "variety", "out")}))
+    print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "flat_std", "paper_l1", "sharpness", "variety", "out")}))
     return 0
