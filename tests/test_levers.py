@@ -267,6 +267,31 @@ def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path, caplog)
     assert "2 stint(s), 7 steps, 14 images seen" in (folder2 / "README.md").read_text()
 
 
+def test_a_model_trained_from_another_keeps_its_licence(data_dir, tmp_path, caplog):
+    """Weights trained from a share-alike model on permissively licensed data stay share-alike: the
+    export's default licence is the start model's, and fit says so when the data's differs."""
+    from train.export import export
+
+    fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="first", max_steps=2))
+    first = tmp_path / "runs" / "first" / "checkpoints" / "last.pt"
+    assert json.loads((export(first, tmp_path / "plain") / "config.json").read_text())["license"] == "BSD-3-Clause"
+    start = export(first, tmp_path / "shared-alike", license="CC-BY-SA-4.0")
+
+    with caplog.at_level("WARNING", logger="train.fit"):
+        fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="second", max_steps=2, init_from=str(start)))
+    assert "is under CC-BY-SA-4.0, the data under BSD-3-Clause" in caplog.text
+    second = tmp_path / "runs" / "second" / "checkpoints" / "last.pt"
+    assert load_checkpoint(second)["license"] == "CC-BY-SA-4.0"
+    folder = export(second, tmp_path / "continued")
+    assert json.loads((folder / "config.json").read_text())["license"] == "CC-BY-SA-4.0"
+    assert "license: cc-by-sa-4.0" in (folder / "README.md").read_text()
+    # A checkpoint as the start carries its licence on; --license still decides.
+    fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="third", max_steps=2, init_from=str(second)))
+    third = tmp_path / "runs" / "third" / "checkpoints" / "last.pt"
+    assert load_checkpoint(third)["license"] == "CC-BY-SA-4.0"
+    assert json.loads((export(third, tmp_path / "mit", license="MIT") / "config.json").read_text())["license"] == "MIT"
+
+
 def test_recorded_source_keeps_ids_and_relative_paths_and_drops_the_machines(tmp_path, monkeypatch):
     from train.lineage import PREVIOUS_STINT, recorded_source
 

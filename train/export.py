@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import torch
 
-from train.lineage import checkpoint_lineage, recorded_source, write_training_state
+from train.lineage import checkpoint_lineage, checkpoint_license, recorded_source, write_training_state
 from train.resume import checkpoint_generator, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None, 
     data = ckpt.get("data") or {}
     line_style = ckpt.get("line_style")
     cfg = ckpt.get("config", {})
-    licence = license or data.get("licence") or hub.UNKNOWN_LICENSE
+    licence = license or checkpoint_license(ckpt) or hub.UNKNOWN_LICENSE
     train_note = (f"Trained with `python -m train fit`: loss {cfg.get('loss')} ({cfg.get('gan_mode')}, lambda "
                   f"{cfg.get('lambda_l1')}), PatchGAN n_layers {cfg.get('n_layers')}, batch {cfg.get('batch_size')} "
                   f"x {ckpt.get('world_size', 1)} process(es), Adam lr {cfg.get('lr')} ({cfg.get('beta1')}, "
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--description", default="")
     p.add_argument("--expects", default="", help="what input the model wants, e.g. 'shoe outlines'")
     p.add_argument("--license", "--licence", dest="license", default=None,
-                   help="model licence (default: the data's licence from the manifest)")
+                   help="model licence (default: the licence of the model training started from, else the data's)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp16")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="also upload to this Hub repo (owner/name)")
     args = p.parse_args(argv)

@@ -30,7 +30,7 @@ from train.curriculum import Phase, curriculum
 from train.dataset import PairedData, batch_indices, load_manifest, split_size, steps_per_epoch
 from train.distributed import init_distributed, resolve_device
 from train.evaluate import evaluate_generator
-from train.lineage import Lineage, load_init_source, stint_record
+from train.lineage import Lineage, checkpoint_license, load_init_source, stint_record
 from train.plots import check_plotting, plot_losses, sample_grid
 from train.resume import CHECKPOINT_VERSION, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.trainer import LOSS_NAMES, Trainer
@@ -99,12 +99,19 @@ class Run:
         self.jitter_rng.manual_seed(cfg.seed * 1_000_003 + 7919 * (rank + 1))
         self.step, self.history, self.wall_before, self.images_before = 0, [], 0.0, 0
         self.lineage = Lineage()  # the stints the run started from (--init-from)
+        self.license = self.manifest.get("licence") or ""  # what the weights carry; a start model's binds them
         if ckpt is not None:
             self._restore(ckpt)
         elif cfg.init_from:
             source = load_init_source(cfg.init_from)
             self.trainer.init_from(source)
             self.lineage = source.lineage
+            if source.license:
+                if self.main and self.license and source.license.lower() != self.license.lower():
+                    log.warning("%s is under %s, the data under %s: the exported model keeps %s (export "
+                                "--license says otherwise where the two call for a third)", cfg.init_from,
+                                source.license, self.license, source.license)
+                self.license = source.license
             if self.main:
                 log.info("starting from %s: %d steps, %d images seen before this run", cfg.init_from,
                          self.lineage.steps, self.lineage.images_seen)
@@ -138,6 +145,7 @@ class Run:
         """Continue where the checkpoint stopped: weights, optimisers, step, history, clock and RNGs."""
         cfg = self.cfg
         self.lineage = Lineage.from_dict(ckpt["lineage"]) if ckpt.get("lineage") else Lineage()
+        self.license = checkpoint_license(ckpt) or self.license
         self.trainer.load_state_dict(ckpt)
         self.step, self.history = int(ckpt["step"]), list(ckpt.get("history", []))
         self.wall_before, self.images_before = float(ckpt.get("wall_time", 0.0)), int(ckpt.get("images_seen", 0))
@@ -182,7 +190,8 @@ class Run:
         state = {
             "version": CHECKPOINT_VERSION, "step": step, "epoch": step / self.spe, "config": cfg.to_dict(),
             "generator_config": trainer.gen_config.to_dict(), "line_style": self.manifest.get("line_style"),
-            "data": _data_info(cfg.data), "world_size": self.world, "rng": rngs, "history": self.history,
+            "data": _data_info(cfg.data), "license": self.license, "world_size": self.world, "rng": rngs,
+            "history": self.history,
             "wall_time": self.wall_before + (time.perf_counter() - self.t_start), "images_seen": self.images_seen,
             "lineage": self.lineage.to_dict(), "discriminator_config": trainer.discriminator_config,
             "stint": stint_record(cfg.to_dict(), steps=step, images_seen=self.images_seen,

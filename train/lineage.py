@@ -208,6 +208,7 @@ class InitSource:
     discriminator: dict[str, torch.Tensor] | None
     lineage: Lineage
     line_style: dict[str, Any] | None = None
+    license: str = ""  # the start's licence: a model's binds what is trained from it ("" = not known)
 
 
 def load_init_source(spec: str) -> InitSource:
@@ -219,8 +220,9 @@ def load_init_source(spec: str) -> InitSource:
         if not is_train_checkpoint(ckpt):
             raise ValueError(f"--init-from {spec}: not a train fit checkpoint (no G / generator_config in it)")
         return InitSource(spec, ckpt["generator_config"], ckpt["G"], checkpoint_weights(ckpt), ckpt.get("D"),
-                          checkpoint_lineage(ckpt), ckpt.get("line_style"))
+                          checkpoint_lineage(ckpt), ckpt.get("line_style"), checkpoint_license(ckpt))
     from p2p_demo.hub import load_generator
+    from p2p_demo.registry import UNKNOWN_LICENSE
 
     G, info = load_generator(spec)
     exported = {k: v.float() if v.is_floating_point() else v for k, v in G.state_dict().items()}
@@ -229,4 +231,10 @@ def load_init_source(spec: str) -> InitSource:
     disc = read_tensors(folder, DISCRIMINATOR_FILE) if folder else None
     lineage = read_lineage(folder) if folder else Lineage()
     return InitSource(spec, G.config.to_dict(), raw if raw is not None else exported, exported, disc, lineage,
-                      info.line_style or None)
+                      info.line_style or None, "" if info.license == UNKNOWN_LICENSE else info.license)
+
+
+def checkpoint_license(ckpt: dict[str, Any]) -> str:
+    """The licence a checkpoint's weights carry: the model it started from binds them (CC BY-SA weights
+    trained on MIT data stay CC BY-SA); from scratch, its data's ("" = not known)."""
+    return ckpt.get("license") or (ckpt.get("data") or {}).get("licence") or ""
