@@ -221,8 +221,7 @@ def load_init_source(spec: str) -> InitSource:
             raise ValueError(f"--init-from {spec}: not a train fit checkpoint (no G / generator_config in it)")
         return InitSource(spec, ckpt["generator_config"], ckpt["G"], checkpoint_weights(ckpt), ckpt.get("D"),
                           checkpoint_lineage(ckpt), ckpt.get("line_style"), checkpoint_license(ckpt))
-    from p2p_demo.hub import load_generator
-    from p2p_demo.registry import UNKNOWN_LICENSE
+    from p2p_demo.hub import UNKNOWN_LICENSE, load_generator
 
     G, info = load_generator(spec)
     exported = {k: v.float() if v.is_floating_point() else v for k, v in G.state_dict().items()}
