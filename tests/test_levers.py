@@ -277,9 +277,9 @@ def test_a_model_trained_from_another_keeps_its_licence(data_dir, tmp_path, capl
     assert json.loads((export(first, tmp_path / "plain") / "config.json").read_text())["license"] == "BSD-3-Clause"
     start = export(first, tmp_path / "shared-alike", license="CC-BY-SA-4.0")
 
-    with caplog.at_level("WARNING", logger="train.fit"):
+    with caplog.at_level("INFO", logger="train.fit"):
         fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="second", max_steps=2, init_from=str(start)))
-    assert "is under CC-BY-SA-4.0, the data under BSD-3-Clause" in caplog.text
+    assert "keeps the licence of" in caplog.text and "CC-BY-SA-4.0 (the data's is BSD-3-Clause" in caplog.text
     second = tmp_path / "runs" / "second" / "checkpoints" / "last.pt"
     assert load_checkpoint(second)["license"] == "CC-BY-SA-4.0"
     folder = export(second, tmp_path / "continued")

@@ -108,9 +108,8 @@ class Run:
             self.lineage = source.lineage
             if source.license:
                 if self.main and self.license and source.license.lower() != self.license.lower():
-                    log.warning("%s is under %s, the data under %s: the exported model keeps %s (export "
-                                "--license says otherwise where the two call for a third)", cfg.init_from,
-                                source.license, self.license, source.license)
+                    log.info("the exported model keeps the licence of %s, %s (the data's is %s; export --license "
+                             "overrides it)", cfg.init_from, source.license, self.license)
                 self.license = source.license
             if self.main:
                 log.info("starting from %s: %d steps, %d images seen before this run", cfg.init_from,
