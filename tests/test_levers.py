@@ -267,29 +267,61 @@ def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path, caplog)
     assert "2 stint(s), 7 steps, 14 images seen" in (folder2 / "README.md").read_text()
 
 
+def test_combined_licence_keeps_the_share_alike_side_and_leaves_the_rest_to_a_person():
+    from train.lineage import checkpoint_license, combined_license
+
+    assert combined_license("cc-by-sa-4.0", "MIT") == "cc-by-sa-4.0"  # fluent3d: openmoji's weights, MIT renders
+    assert combined_license("MIT", "CC-BY-SA-4.0") == "CC-BY-SA-4.0"
+    assert combined_license("MIT", "mit") == "MIT"
+    assert combined_license("MIT", "BSD-3-Clause") == ""
+    assert combined_license("", "MIT") == "" and combined_license("MIT", "") == ""
+    # Checkpoints written before fit recorded the licence: the data's from scratch, unknown from a model.
+    old = {"data": {"licence": "MIT"}, "config": {"init_from": ""}}
+    assert checkpoint_license(old) == "MIT"
+    assert checkpoint_license({**old, "config": {"init_from": "weights/openmoji"}}) == ""
+    assert checkpoint_license({**old, "license": "cc-by-sa-4.0"}) == "cc-by-sa-4.0"
+
+
 def test_a_model_trained_from_another_keeps_its_licence(data_dir, tmp_path, caplog):
-    """Weights trained from a share-alike model on permissively licensed data stay share-alike: the
-    export's default licence is the start model's, and fit says so when the data's differs."""
+    """Weights trained from a share-alike model on permissively licensed data stay share-alike, through
+    an exported folder, a --resume and a checkpoint as the start; a pair the code cannot settle is left
+    to export --license, with a warning at both ends."""
+    from p2p_demo.hub import UNKNOWN_LICENSE
     from train.export import export
 
-    fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="first", max_steps=2))
-    first = tmp_path / "runs" / "first" / "checkpoints" / "last.pt"
-    assert json.loads((export(first, tmp_path / "plain") / "config.json").read_text())["license"] == "BSD-3-Clause"
+    licence = lambda folder: json.loads((folder / "config.json").read_text())["license"]  # noqa: E731
+    runs = tmp_path / "runs"
+    fit_mod.fit(tiny(data_dir, runs, name="first", max_steps=2))  # the data: BSD-3-Clause
+    first = runs / "first" / "checkpoints" / "last.pt"
+    assert licence(export(first, tmp_path / "plain")) == "BSD-3-Clause"
     start = export(first, tmp_path / "shared-alike", license="CC-BY-SA-4.0")
 
     with caplog.at_level("INFO", logger="train.fit"):
-        fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="second", max_steps=2, init_from=str(start)))
-    assert "keeps the licence of" in caplog.text and "CC-BY-SA-4.0 (the data's is BSD-3-Clause" in caplog.text
-    second = tmp_path / "runs" / "second" / "checkpoints" / "last.pt"
-    assert load_checkpoint(second)["license"] == "CC-BY-SA-4.0"
+        fit_mod.fit(tiny(data_dir, runs, name="second", max_steps=2, init_from=str(start)))
+    assert "the trained model is under CC-BY-SA-4.0" in caplog.text
+    fit_mod.fit(tiny(data_dir, runs, name="second", max_steps=3, init_from=str(start), resume=True))
+    second = runs / "second" / "checkpoints" / "last.pt"
+    assert load_checkpoint(second)["step"] == 3 and load_checkpoint(second)["license"] == "CC-BY-SA-4.0"
     folder = export(second, tmp_path / "continued")
-    assert json.loads((folder / "config.json").read_text())["license"] == "CC-BY-SA-4.0"
-    assert "license: cc-by-sa-4.0" in (folder / "README.md").read_text()
-    # A checkpoint as the start carries its licence on; --license still decides.
-    fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="third", max_steps=2, init_from=str(second)))
-    third = tmp_path / "runs" / "third" / "checkpoints" / "last.pt"
+    assert licence(folder) == "CC-BY-SA-4.0" and "license: cc-by-sa-4.0" in (folder / "README.md").read_text()
+    fit_mod.fit(tiny(data_dir, runs, name="third", max_steps=2, init_from=str(second)))
+    third = runs / "third" / "checkpoints" / "last.pt"
     assert load_checkpoint(third)["license"] == "CC-BY-SA-4.0"
-    assert json.loads((export(third, tmp_path / "mit", license="MIT") / "config.json").read_text())["license"] == "MIT"
+    assert licence(export(third, tmp_path / "mit", license="MIT")) == "MIT"  # --license decides
+
+    # MIT weights on BSD data: no licence follows from the two; the export says so.
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        fit_mod.fit(tiny(data_dir, runs, name="fourth", max_steps=2,
+                         init_from=str(export(first, tmp_path / "mit-start", license="MIT"))))
+        assert "decide the trained model's licence with export --license" in caplog.text
+        assert licence(export(runs / "fourth" / "checkpoints" / "last.pt", tmp_path / "undecided")) == UNKNOWN_LICENSE
+        assert "give --license to say it" in caplog.text
+    # A checkpoint from before the licence was recorded, started from a model: not known either.
+    old = load_checkpoint(second)
+    del old["license"]
+    torch.save(old, tmp_path / "old.pt")
+    assert licence(export(tmp_path / "old.pt", tmp_path / "old")) == UNKNOWN_LICENSE
 
 
 def test_recorded_source_keeps_ids_and_relative_paths_and_drops_the_machines(tmp_path, monkeypatch):

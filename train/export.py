@@ -86,7 +86,11 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None, 
     data = ckpt.get("data") or {}
     line_style = ckpt.get("line_style")
     cfg = ckpt.get("config", {})
-    licence = license or checkpoint_license(ckpt) or hub.UNKNOWN_LICENSE
+    licence = license or checkpoint_license(ckpt)
+    if not licence:
+        log.warning("%s: the trained model's licence is not known (its start's and its data's differ or are "
+                    "unknown); give --license to say it", checkpoint)
+        licence = hub.UNKNOWN_LICENSE
     train_note = (f"Trained with `python -m train fit`: loss {cfg.get('loss')} ({cfg.get('gan_mode')}, lambda "
                   f"{cfg.get('lambda_l1')}), PatchGAN n_layers {cfg.get('n_layers')}, batch {cfg.get('batch_size')} "
                   f"x {ckpt.get('world_size', 1)} process(es), Adam lr {cfg.get('lr')} ({cfg.get('beta1')}, "
@@ -123,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--description", default="")
     p.add_argument("--expects", default="", help="what input the model wants, e.g. 'shoe outlines'")
     p.add_argument("--license", "--licence", dest="license", default=None,
-                   help="model licence (default: the licence of the model training started from, else the data's)")
+                   help="model licence (default: what the checkpoint carries: the data's, or with --init-from, "
+                        "the start's and the data's combined, train.lineage.combined_license)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp16")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="also upload to this Hub repo (owner/name)")
     args = p.parse_args(argv)

@@ -30,7 +30,7 @@ from train.curriculum import Phase, curriculum
 from train.dataset import PairedData, batch_indices, load_manifest, split_size, steps_per_epoch
 from train.distributed import init_distributed, resolve_device
 from train.evaluate import evaluate_generator
-from train.lineage import Lineage, checkpoint_license, load_init_source, stint_record
+from train.lineage import Lineage, checkpoint_license, combined_license, load_init_source, stint_record
 from train.plots import check_plotting, plot_losses, sample_grid
 from train.resume import CHECKPOINT_VERSION, load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from train.trainer import LOSS_NAMES, Trainer
@@ -99,18 +99,21 @@ class Run:
         self.jitter_rng.manual_seed(cfg.seed * 1_000_003 + 7919 * (rank + 1))
         self.step, self.history, self.wall_before, self.images_before = 0, [], 0.0, 0
         self.lineage = Lineage()  # the stints the run started from (--init-from)
-        self.license = self.manifest.get("licence") or ""  # what the weights carry; a start model's binds them
+        self.license = self.manifest.get("licence") or ""  # what the weights carry ("" = for a person to decide)
         if ckpt is not None:
             self._restore(ckpt)
         elif cfg.init_from:
             source = load_init_source(cfg.init_from)
             self.trainer.init_from(source)
             self.lineage = source.lineage
-            if source.license:
-                if self.main and self.license and source.license.lower() != self.license.lower():
-                    log.info("the exported model keeps the licence of %s, %s (the data's is %s; export --license "
-                             "overrides it)", cfg.init_from, source.license, self.license)
-                self.license = source.license
+            data_license, self.license = self.license, combined_license(source.license, self.license)
+            if self.main and not self.license:
+                log.warning("%s is under %s and the data under %s: decide the trained model's licence with "
+                            "export --license", cfg.init_from, source.license or "an unknown licence",
+                            data_license or "an unknown licence")
+            elif self.main and source.license.lower() != data_license.lower():
+                log.info("the trained model is under %s (%s: %s, the data: %s; export --license overrides it)",
+                         self.license, cfg.init_from, source.license, data_license)
             if self.main:
                 log.info("starting from %s: %d steps, %d images seen before this run", cfg.init_from,
                          self.lineage.steps, self.lineage.images_seen)
@@ -144,7 +147,7 @@ class Run:
         """Continue where the checkpoint stopped: weights, optimisers, step, history, clock and RNGs."""
         cfg = self.cfg
         self.lineage = Lineage.from_dict(ckpt["lineage"]) if ckpt.get("lineage") else Lineage()
-        self.license = checkpoint_license(ckpt) or self.license
+        self.license = checkpoint_license(ckpt)
         self.trainer.load_state_dict(ckpt)
         self.step, self.history = int(ckpt["step"]), list(ckpt.get("history", []))
         self.wall_before, self.images_before = float(ckpt.get("wall_time", 0.0)), int(ckpt.get("images_seen", 0))

@@ -208,7 +208,7 @@ class InitSource:
     discriminator: dict[str, torch.Tensor] | None
     lineage: Lineage
     line_style: dict[str, Any] | None = None
-    license: str = ""  # the start's licence: a model's binds what is trained from it ("" = not known)
+    license: str = ""  # the start's licence ("" = not known)
 
 
 def load_init_source(spec: str) -> InitSource:
@@ -233,7 +233,24 @@ def load_init_source(spec: str) -> InitSource:
                       info.line_style or None, "" if info.license == UNKNOWN_LICENSE else info.license)
 
 
+def combined_license(start: str, data: str) -> str:
+    """The licence of weights trained from a model under ``start`` on data under ``data``: their common
+    licence, or the share-alike one of the two, which binds adaptations (a model trained from CC BY-SA
+    weights on MIT data, or from MIT weights on CC BY-SA data, is CC BY-SA). Any other pair, or an
+    unknown side, is for a person to decide: "" (``export --license``)."""
+    if not start or not data:
+        return ""
+    if start.lower() == data.lower():
+        return start
+    share_alike = [x for x in (start, data) if "-sa" in x.lower()]
+    return share_alike[0] if len(share_alike) == 1 else ""
+
+
 def checkpoint_license(ckpt: dict[str, Any]) -> str:
-    """The licence a checkpoint's weights carry: the model it started from binds them (CC BY-SA weights
-    trained on MIT data stay CC BY-SA); from scratch, its data's ("" = not known)."""
-    return ckpt.get("license") or (ckpt.get("data") or {}).get("licence") or ""
+    """The licence a checkpoint's weights carry ("" = not known). Checkpoints written before fit
+    recorded it: the data's when trained from scratch, not known when started from a model."""
+    if "license" in ckpt:
+        return ckpt["license"]
+    if (ckpt.get("config") or {}).get("init_from"):
+        return ""
+    return (ckpt.get("data") or {}).get("licence") or ""
