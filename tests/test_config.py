@@ -37,7 +37,7 @@ OLD_GENERATOR_CONFIG = {"in_channels": 1, "out_channels": 3, "ngf": 16, "num_dow
                         "dropout": True, "dropout_p": 0.5, "layout": "reference", "upsample": "transpose"}
 
 
-ADDED_SINCE = {"ms_pool": 1, "ms_object": False, "channel_dropout": False}  # options newer than OLD_CONFIG, at their defaults
+ADDED_SINCE = {"ms_pool": 1, "ms_object": False, "lambda_flat": 0.0, "channel_dropout": False}  # options newer than OLD_CONFIG, at their defaults
 
 
 def test_an_old_flat_config_loads_as_it_was():

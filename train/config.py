@@ -146,6 +146,9 @@ class TrainConfig:
     ms_object: bool = _opt(False, "mode seeking measures the two samples' difference over the object only (the "
                                   "target's pixels that are not paper white): specks and colour clouds on the "
                                   "paper earn nothing")
+    lambda_flat: float = _opt(0.0, "weight of the flat-fill term: the output's 5x5 local std where the target is "
+                                   "flat (fills, paper); blind to a fill's colour, so it costs variety nothing; "
+                                   "0 = off", at_least=0)
     # generator: its architecture (the command line's --ngf ... --upsample)
     generator: GeneratorOptions = field(default_factory=GeneratorOptions)
     # discriminator

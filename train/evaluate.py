@@ -59,15 +59,13 @@ from torch import nn
 from p2p_demo.image import array_to_rgb as to_rgb, grid, resize, save_image, to_images
 from p2p_demo.masks import sample_seeds, seeded_forward
 from train.dataset import NotPrepared, PairedData, load_manifest
-from train.losses import PAPER_LEVEL
+from train.losses import FLAT_THRESHOLD, PAPER_LEVEL, local_std
 from train.distributed import resolve_device
 from train.resume import checkpoint_generator, read_train_checkpoint
 
 log = logging.getLogger(__name__)
 
 EDGE_TOLERANCE_PX = 2
-FLAT_WINDOW = 5
-FLAT_THRESHOLD = 1.0  # 0-255: a target pixel whose 5x5 neighbourhood varies less than this is "flat"
 EDGE_GRADIENT = 16.0  # 0-255 levels per pixel: a target pixel this steep is an edge, for the sharpness score
 VARIETY_SEEDS = 4
 PSNR_CAP = 100.0
@@ -126,27 +124,18 @@ def edge_scores(pred: np.ndarray, true: np.ndarray, tolerance: int = EDGE_TOLERA
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-def local_std(image: np.ndarray, window: int = FLAT_WINDOW) -> np.ndarray:
-    """(H, W) float: the window x window standard deviation of a uint8 image, channels averaged."""
-    import cv2
-
-    x = image.astype(np.float64)
-    if x.ndim == 2:
-        x = x[..., None]
-    mean = cv2.blur(x, (window, window), borderType=cv2.BORDER_REFLECT)
-    sq = cv2.blur(x * x, (window, window), borderType=cv2.BORDER_REFLECT)
-    if mean.ndim == 2:  # cv2 drops a single channel axis
-        mean, sq = mean[..., None], sq[..., None]
-    return np.sqrt(np.clip(sq - mean * mean, 0, None)).mean(axis=2)
-
-
 def flat_std(output: np.ndarray, target: np.ndarray) -> float | None:
-    """Mean local std of ``output`` over the target's flat pixels (None when the target has none)."""
-    flat = local_std(target) < FLAT_THRESHOLD
+    """Mean local std (0-255) of ``output`` over the target's flat pixels (None when the target has
+    none): the measure ``train.losses.flat_fill_loss`` trains against, on uint8 pictures."""
+    def tensor(image: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(image, np.float32))
+        return (x[None] if x.ndim == 2 else x.permute(2, 0, 1))[None]
+
+    flat = local_std(tensor(target))[0, 0] < FLAT_THRESHOLD
     if not flat.any():
         return None
     out = output if target.ndim == 2 or target.shape[-1] == output.shape[-1] else output[..., : target.shape[-1]]
-    return float(local_std(out)[flat].mean())
+    return float(local_std(tensor(out))[0, 0][flat].double().mean())
 
 
 def paper_l1(samples: Sequence[np.ndarray], target: np.ndarray) -> float | None:

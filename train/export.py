@@ -100,6 +100,7 @@ def export(checkpoint: str | Path, out: str | Path, *, name: str | None = None, 
                      + (f" over {cfg['ms_pool']}x{cfg['ms_pool']} cells" if cfg.get("ms_pool", 1) > 1 else "")
                      + (" of the object" if cfg.get("ms_object") else "")
                      if cfg.get("lambda_ms") else "")
+                  + (f", flat-fill lambda {cfg['lambda_flat']}" if cfg.get("lambda_flat") else "")
                   + (f", autocast {cfg.get('amp')}" if cfg.get("amp", "none") != "none" else "")
                   + (f", started from {recorded_source(cfg['init_from'])}" if cfg.get("init_from") else "") + ". "
                   + lineage.summary() + " Sample with dropout on and per-image statistics (the reference's test mode).")

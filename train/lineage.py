@@ -35,7 +35,8 @@ STATE_VERSION = 1
 
 # The recipe options a stint records (the rest of TrainConfig is bookkeeping), by their command-line
 # names: a recipe is flat (``train.config.flat_options``) whichever layout the config was saved in.
-RECIPE_KEYS = ("ngf", "loss", "gan_mode", "lambda_l1", "lambda_ms", "ms_pool", "ms_object", "r1_gamma", "ndf", "n_layers",
+RECIPE_KEYS = ("ngf", "loss", "gan_mode", "lambda_l1", "lambda_ms", "ms_pool", "ms_object", "lambda_flat",
+               "r1_gamma", "ndf", "n_layers",
                "batch_size", "lr", "lr_d", "beta1", "beta2", "n_epochs", "n_epochs_decay", "lr_schedule",
                "max_seconds", "ema_decay", "dropout_p", "channel_dropout", "jitter", "flip", "freehand",
                "low_res_share", "amp", "seed")

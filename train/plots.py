@@ -14,7 +14,7 @@ from p2p_demo.image import grid, to_images
 from train.config import ConfigError
 from train.dataset import PairedData
 from train.evaluate import render_test_mode
-from train.trainer import LOSS_NAMES
+from train.trainer import LOSS_NAMES, OPTIONAL_LOSSES
 
 
 def sample_grid(G: nn.Module, data: PairedData, count: int, in_channels: int, seed: int = 0) -> np.ndarray:
@@ -33,12 +33,12 @@ def sample_grid(G: nn.Module, data: PairedData, count: int, in_channels: int, se
 
 
 def plot_losses(history: Sequence[dict[str, float]], path: str | os.PathLike) -> None:
-    """Panels (two a row, 440 x 260 px each) of the losses against the step; the mode-seeking term
-    only when the run used it. Drawn with matplotlib's Agg canvas (no display, no pyplot state)."""
+    """Panels (two a row, 440 x 260 px each) of the losses against the step; the mode-seeking and
+    flat-fill terms only when the run used them. Drawn with matplotlib's Agg canvas (no display, no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    names = [n for n in LOSS_NAMES if n != "G_MS" or any(h.get(n) for h in history)]
+    names = [n for n in LOSS_NAMES if n not in OPTIONAL_LOSSES or any(h.get(n) for h in history)]
     rows = (len(names) + 1) // 2
     fig = Figure(figsize=(8.8, 2.6 * rows), dpi=100)
     FigureCanvasAgg(fig)

@@ -2,7 +2,7 @@
 
 The objective is the paper's: per step one D update on
 0.5 * (loss(D(x, y), real) + loss(D(x, G(x)), fake)), then one G update on the non-saturating
-GAN loss + lambda * L1 (+ lambda_ms * the mode-seeking term). Adam 2e-4 (0.5, 0.999); the lr is
+GAN loss + lambda * L1 (+ lambda_ms * the mode-seeking term, + lambda_flat * the flat-fill term). Adam 2e-4 (0.5, 0.999); the lr is
 constant for ``n_epochs`` then decays linearly to 0 over ``n_epochs_decay`` (per step), or, with
 ``lr_schedule="budget"``, the same shape over the wall-clock budget. Under DDP, G and D are wrapped
 for gradient averaging here; BatchNorm statistics stay per process (as with the reference's
@@ -26,7 +26,8 @@ from torch import nn
 from p2p_demo.nets import GeneratorConfig, build_generator
 from train.config import ConfigError, TrainConfig
 from train.discriminator import PatchDiscriminator, init_weights
-from train.losses import d_in_channels, d_input, d_loss, g_loss, mode_seeking_loss, object_mask, r1_penalty
+from train.losses import (d_in_channels, d_input, d_loss, flat_fill_loss, g_loss, mode_seeking_loss, object_mask,
+                          r1_penalty)
 
 if TYPE_CHECKING:
     from train.lineage import InitSource
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 R1_EVERY = 16  # lazy R1 (Karras et al., StyleGAN2): every 16th D step, weighted x16, at ~1/16 of its cost
-LOSS_NAMES = ("D_real", "D_fake", "G_GAN", "G_L1", "G_MS")  # G_L1 is the raw mean |G(x) - y| in [-1, 1]
+LOSS_NAMES = ("D_real", "D_fake", "G_GAN", "G_L1", "G_MS", "G_flat")  # G_L1 is the raw mean |G(x) - y| in [-1, 1]
+OPTIONAL_LOSSES = ("G_MS", "G_flat")  # terms a run may leave off; plotted only when used
 
 
 def check_patchgan_fits(n_layers: int, size: int) -> None:
@@ -300,6 +302,10 @@ class Trainer:
             loss_G_MS = mode_seeking_loss(fake.float(), fake2.float(), self.gen_config.dropout_p,
                                           cfg.ms_pool, object_mask(b) if cfg.ms_object else None)
             loss_G = loss_G + cfg.lambda_ms * loss_G_MS
+        loss_G_flat = zero
+        if cfg.lambda_flat:
+            loss_G_flat = sum(flat_fill_loss(f, b) for f in fakes) / len(fakes)
+            loss_G = loss_G + cfg.lambda_flat * loss_G_flat
         self.scaler_G.scale(loss_G).backward()
         self.scaler_G.step(self.opt_G)
         self.scaler_G.update()
@@ -309,7 +315,8 @@ class Trainer:
         if self.sched_D is not None:
             self.sched_D.step()
         return {"D_real": loss_D_real.detach(), "D_fake": loss_D_fake.detach(),
-                "G_GAN": loss_G_GAN.detach(), "G_L1": loss_G_L1.detach(), "G_MS": loss_G_MS.detach()}
+                "G_GAN": loss_G_GAN.detach(), "G_L1": loss_G_L1.detach(), "G_MS": loss_G_MS.detach(),
+                "G_flat": loss_G_flat.detach()}
 
     def state_dict(self) -> dict[str, Any]:
         def sd(x: Any) -> Any:
