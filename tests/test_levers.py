@@ -327,6 +327,27 @@ def test_export_then_init_from_continues_g_ema_and_d(data_dir, tmp_path, caplog)
     assert "2 stint(s), 7 steps, 14 images seen" in (folder2 / "README.md").read_text()
 
 
+def test_export_takes_the_scores_evaluate_wrote_for_the_same_step(data_dir, tmp_path, caplog):
+    from train.evaluate import evaluate
+    from train.export import export
+
+    fit_mod.fit(tiny(data_dir, tmp_path / "runs", name="r", max_steps=3))  # no final evaluation
+    ckpt = tmp_path / "runs" / "r" / "checkpoints" / "last.pt"
+    metrics = lambda folder: json.loads((folder / "config.json").read_text())["metrics"]  # noqa: E731
+    assert "test_l1" not in metrics(export(ckpt, tmp_path / "before"))
+
+    scored = evaluate(str(ckpt), str(data_dir), variety_seeds=2)
+    assert scored["step"] == 3
+    card = metrics(export(ckpt, tmp_path / "after"))
+    assert (card["test_l1"], card["test_variety"]) == (round(scored["l1"], 4), round(scored["variety"], 4))
+
+    # a score of another step of the run is not this checkpoint's: left out, and said so
+    path = tmp_path / "runs" / "r" / "eval" / "metrics_test.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "step": 2}))
+    assert "test_l1" not in metrics(export(ckpt, tmp_path / "stale"))
+    assert "is not from step 3" in caplog.text
+
+
 def test_combined_licence_keeps_the_share_alike_side_and_leaves_the_rest_to_a_person():
     from train.lineage import checkpoint_license, combined_license
 

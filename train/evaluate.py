@@ -296,7 +296,8 @@ def evaluate(model: str, data: str, *, split: str = "test", seed: int = 0, out: 
         split = f"{split}_freehand"
     metrics, outputs = evaluate_generator(G, ds, seed=seed, line_style=style, batch_size=batch_size, max_items=max_items,
                                           variety_seeds=variety_seeds)
-    metrics = {"model": str(model), "data": str(data), "split": split, "freehand": freehand, **metrics}
+    metrics = {"model": str(model), "data": str(data), "split": split, "freehand": freehand,
+               **({"step": info["step"]} if info.get("step") is not None else {}), **metrics}
     out_dir = Path(out) if out else default_out(model)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))

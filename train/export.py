@@ -33,16 +33,27 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def run_metrics(checkpoint: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
-    """Held-out metrics for the model card: the run's metrics.json (written at the end of fit)."""
-    path = checkpoint.parent.parent / "metrics.json"  # runs/<name>/checkpoints/last.pt -> runs/<name>/
+    """Held-out metrics for the model card: the run's metrics.json (written at the end of fit) or,
+    when fit ran without its final evaluation, what ``train evaluate`` wrote for this checkpoint
+    (runs/<name>/eval/metrics_test.json, scored at the same step)."""
+    run = checkpoint.parent.parent  # runs/<name>/checkpoints/last.pt -> runs/<name>/
     out: dict[str, Any] = {"steps": int(ckpt.get("step", 0))}
-    if not path.is_file():
-        return out
-    m = json.loads(path.read_text())
-    if m.get("steps") != out["steps"]:
-        log.warning("%s is from step %s, the checkpoint from step %s: metrics left out", path, m.get("steps"), out["steps"])
-        return out
-    ev = m.get("eval") or {}
+    ev: dict[str, Any] = {}
+    path = run / "metrics.json"
+    if path.is_file():
+        m = json.loads(path.read_text())
+        if m.get("steps") == out["steps"]:
+            ev = m.get("eval") or {}
+        else:
+            log.warning("%s is from step %s, the checkpoint from step %s: metrics left out", path, m.get("steps"),
+                        out["steps"])
+    evaluated = run / "eval" / "metrics_test.json"
+    if not ev and evaluated.is_file():
+        m = json.loads(evaluated.read_text())
+        if m.get("step") == out["steps"] and not m.get("freehand"):
+            ev = m
+        else:
+            log.warning("%s is not from step %s: metrics left out", evaluated, out["steps"])
     out.update({f"test_{k}": (round(v, 4) if isinstance(v, float) else v)
                 for k, v in ev.items() if k in METRIC_KEYS and v is not None})
     if ev:
