@@ -8,6 +8,8 @@ install_requirements requirements-dev.txt
 # ONNX Runtime Web for the in-browser renderer, node runs the JS twins in tests.
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# the app's ✏️ and 🎲: without a colour emoji font, headless Chromium draws them as empty boxes
+dpkg -s fonts-noto-color-emoji >/dev/null 2>&1 || missing+=(fonts-noto-color-emoji)
 command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
