@@ -130,16 +130,24 @@ def test_mode_seeking_over_the_object_ignores_the_paper():
     assert float(mode_seeking_loss(a, on_object, 0.5, where=object_mask(torch.ones(1, 3, 16, 16)))) == 0.0
 
 
+def trained_a_little(a: torch.Tensor, b: torch.Tensor, term: str, weight: float, **options) -> Trainer:
+    """A tiny trainer after 12 steps on one batch, with one loss term at ``weight``; it logs the term
+    exactly when it is on."""
+    torch.manual_seed(0)
+    cfg = TrainConfig.from_dict(dict(ngf=8, ndf=8, batch_size=2, lr=2e-3, **{term: weight}, **options))
+    t = make_trainer(cfg, spe=1000)
+    for _ in range(12):
+        losses = t.step(a, b)
+    logged = {"lambda_ms": "G_MS", "lambda_flat": "G_flat"}[term]
+    assert (float(losses[logged]) > 0) == (weight > 0)
+    return t
+
+
 def test_mode_seeking_step_logs_the_term_and_pushes_samples_apart(data_dir):
     a, b = fixed_batch(data_dir, 2)
 
     def spread(lambda_ms: float, **kw) -> float:
-        torch.manual_seed(0)
-        cfg = TrainConfig.from_dict(dict(ngf=8, ndf=8, batch_size=2, lr=2e-3, loss="l1", lambda_ms=lambda_ms, **kw))
-        t = make_trainer(cfg, spe=1000)
-        for _ in range(12):
-            losses = t.step(a, b)
-        assert (float(losses["G_MS"]) > 0) == (lambda_ms > 0)
+        t = trained_a_little(a, b, "lambda_ms", lambda_ms, loss="l1", **kw)
         torch.manual_seed(1)
         with torch.no_grad():
             return float((t.G(a) - t.G(a)).abs().mean())  # two training-mode dropout draws
@@ -193,12 +201,7 @@ def test_flat_fill_step_logs_the_term_and_cleans_the_fills(data_dir):
     a, b = fixed_batch(data_dir, 2)
 
     def mottling(lambda_flat: float) -> float:
-        torch.manual_seed(0)
-        cfg = TrainConfig.from_dict(dict(ngf=8, ndf=8, batch_size=2, lr=2e-3, lambda_flat=lambda_flat))
-        t = make_trainer(cfg, spe=1000)
-        for _ in range(12):
-            losses = t.step(a, b)
-        assert (float(losses["G_flat"]) > 0) == (lambda_flat > 0)
+        t = trained_a_little(a, b, "lambda_flat", lambda_flat)
         torch.manual_seed(1)
         with torch.no_grad():
             return float(flat_fill_loss(t.G(a), b))
