@@ -19,7 +19,7 @@ from train.evaluate import flat_std, pairwise_l1, paper_l1, sharpness
 from train.fit_args import config_from_args
 from train.trainer import R1_EVERY, Trainer
 from train.lineage import Lineage, read_lineage
-from train.losses import flat_fill_loss, local_std, mode_seeking_loss, object_mask, r1_penalty
+from train.losses import flat_fill_loss, flat_mask, local_std, mode_seeking_loss, object_mask, r1_penalty
 from train.resume import load_checkpoint
 from conftest import SIZE, fixed_batch, make_dataset, make_trainer, tiny
 
@@ -164,22 +164,22 @@ def _orange_on_paper() -> torch.Tensor:
 
 def test_flat_fill_loss_is_blind_to_a_fills_colour_and_sees_mottling_and_specks():
     target = _orange_on_paper()
-    assert float(flat_fill_loss(target, target)) < 2e-3  # the target itself: eps only
+    assert float(flat_fill_loss(target, flat_mask(target))) < 2e-3  # the target itself: eps only
     recoloured = target.clone()
     recoloured[:, :, 8:24, 8:24] = torch.tensor([-0.5, -0.2, 0.8])[:, None, None]  # a blue square instead
-    assert float(flat_fill_loss(recoloured, target)) < 2e-3  # another colour for the fill costs nothing...
+    assert float(flat_fill_loss(recoloured, flat_mask(target))) < 2e-3  # another colour for the fill costs nothing...
     assert float((recoloured - target).abs().mean()) > 0.2  # ...that L1 charges for
     mottled = target + 0.1 * torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
-    assert 0.07 < float(flat_fill_loss(mottled, target)) < 0.1  # 5x5 sample std of N(0, 0.1), channels averaged
+    assert 0.07 < float(flat_fill_loss(mottled, flat_mask(target))) < 0.1  # 5x5 sample std of N(0, 0.1), channels averaged
     speck = target.clone()
     speck[:, :, 2, 28] = -1.0  # one black dot on the paper
-    assert float(flat_fill_loss(speck, target)) > 0.01
+    assert float(flat_fill_loss(speck, flat_mask(target))) > 0.01
     # the same measure as the held-out flat_std, in 0-255 levels
     as_uint8 = lambda t: ((t[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()  # noqa: E731
     clipped = mottled.clamp(-1, 1)  # as a picture: the noise on white paper clips
     assert flat_std(as_uint8(clipped), as_uint8(target)) == pytest.approx(
-        127.5 * float(flat_fill_loss(clipped, target)), rel=0.03)
-    assert float(flat_fill_loss(target, torch.randn(1, 3, 32, 32))) == 0.0  # no flat target pixel: no term
+        127.5 * float(flat_fill_loss(clipped, flat_mask(target))), rel=0.03)
+    assert float(flat_fill_loss(target, flat_mask(torch.randn(1, 3, 32, 32)))) == 0.0  # no flat target pixel: no term
 
 
 def test_flat_fill_gradient_flattens_a_fill_without_moving_its_colour():
@@ -189,11 +189,11 @@ def test_flat_fill_gradient_flattens_a_fill_without_moving_its_colour():
     opt = torch.optim.Adam([fake], lr=0.01)
     for _ in range(50):
         opt.zero_grad()
-        flat_fill_loss(fake, target).backward()
+        flat_fill_loss(fake, flat_mask(target)).backward()
         assert torch.isfinite(fake.grad).all()
         opt.step()
     fake = fake.detach()
-    assert float(flat_fill_loss(fake, target)) < 0.3 * 0.085
+    assert float(flat_fill_loss(fake, flat_mask(target))) < 0.3 * 0.085
     assert float(fake[:, :, 10:22, 10:22].mean()) == pytest.approx(start_mean, abs=0.01)
 
 
@@ -204,7 +204,7 @@ def test_flat_fill_step_logs_the_term_and_cleans_the_fills(data_dir):
         t = trained_a_little(a, b, "lambda_flat", lambda_flat)
         torch.manual_seed(1)
         with torch.no_grad():
-            return float(flat_fill_loss(t.G(a), b))
+            return float(flat_fill_loss(t.G(a), flat_mask(b)))
 
     assert mottling(100.0) < 0.8 * mottling(0.0)
     with pytest.raises(ValueError, match="--lambda-flat"):

@@ -59,7 +59,7 @@ from torch import nn
 from p2p_demo.image import array_to_rgb as to_rgb, grid, resize, save_image, to_images
 from p2p_demo.masks import sample_seeds, seeded_forward
 from train.dataset import NotPrepared, PairedData, load_manifest
-from train.losses import FLAT_THRESHOLD, PAPER_LEVEL, local_std
+from train.losses import PAPER_LEVEL, flat_mask, local_std
 from train.distributed import resolve_device
 from train.resume import checkpoint_generator, read_train_checkpoint
 
@@ -127,11 +127,11 @@ def edge_scores(pred: np.ndarray, true: np.ndarray, tolerance: int = EDGE_TOLERA
 def flat_std(output: np.ndarray, target: np.ndarray) -> float | None:
     """Mean local std (0-255) of ``output`` over the target's flat pixels (None when the target has
     none): the measure ``train.losses.flat_fill_loss`` trains against, on uint8 pictures."""
-    def tensor(image: np.ndarray) -> torch.Tensor:
+    def tensor(image: np.ndarray) -> torch.Tensor:  # uint8 (H, W[, C]) -> (1, C, H, W), 0-255
         x = torch.from_numpy(np.asarray(image, np.float32))
         return (x[None] if x.ndim == 2 else x.permute(2, 0, 1))[None]
 
-    flat = local_std(tensor(target))[0, 0] < FLAT_THRESHOLD
+    flat = flat_mask(tensor(target) / 127.5 - 1)[0, 0]
     if not flat.any():
         return None
     out = output if target.ndim == 2 or target.shape[-1] == output.shape[-1] else output[..., : target.shape[-1]]

@@ -50,7 +50,7 @@ def run_metrics(checkpoint: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
     evaluated = run / "eval" / "metrics_test.json"
     if not ev and evaluated.is_file():
         m = json.loads(evaluated.read_text())
-        if m.get("step") == out["steps"] and not m.get("freehand"):
+        if m.get("step") == out["steps"]:
             ev = m
         else:
             log.warning("%s is not from step %s: metrics left out", evaluated, out["steps"])

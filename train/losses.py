@@ -111,19 +111,24 @@ def local_std(x: torch.Tensor, window: int = FLAT_WINDOW, eps: float = 0.0) -> t
     return (var + eps * eps).sqrt().mean(1, keepdim=True)
 
 
-def flat_fill_loss(fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def flat_mask(target: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) bool: the target's flat pixels, whose local std is below ``FLAT_THRESHOLD``
+    levels of 255 (target in [-1, 1])."""
+    with torch.no_grad():
+        return local_std(target) * 127.5 < FLAT_THRESHOLD
+
+
+def flat_fill_loss(fake: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
     """How mottled the output is where the target is flat: the mean local std of ``fake`` over the
-    target's flat pixels (``FLAT_THRESHOLD``), in [-1, 1] units; 0 when the target has none.
+    ``flat_mask`` of its target, in [-1, 1] units; 0 when the target has no flat pixel.
 
     Unlike L1, it does not care which colour a fill is, only that the fill is one colour: a dropout
     sample that paints a whole fill another colour (variety) pays nothing, one that paints it in
     blotches or leaves specks on the paper pays. The held-out ``flat_std`` score measures the same
     thing on uint8 pictures (``train.evaluate``).
     """
-    with torch.no_grad():
-        flat = (local_std(target) * 127.5 < FLAT_THRESHOLD).float()  # [-1, 1] -> 0-255 levels
-        n = flat.sum()
-    if float(n) == 0:
+    n = flat.sum()
+    if int(n) == 0:
         return fake.new_zeros((), dtype=torch.float32)
     return (local_std(fake, eps=1e-3) * flat).sum() / n
 

@@ -2,8 +2,8 @@
 
 The objective is the paper's: per step one D update on
 0.5 * (loss(D(x, y), real) + loss(D(x, G(x)), fake)), then one G update on the non-saturating
-GAN loss + lambda * L1 (+ lambda_ms * the mode-seeking term, + lambda_flat * the flat-fill term). Adam 2e-4 (0.5, 0.999); the lr is
-constant for ``n_epochs`` then decays linearly to 0 over ``n_epochs_decay`` (per step), or, with
+GAN loss + lambda * L1 (+ lambda_ms * the mode-seeking term, + lambda_flat * the flat-fill term).
+Adam 2e-4 (0.5, 0.999); the lr is constant for ``n_epochs`` then decays linearly to 0 over ``n_epochs_decay`` (per step), or, with
 ``lr_schedule="budget"``, the same shape over the wall-clock budget. Under DDP, G and D are wrapped
 for gradient averaging here; BatchNorm statistics stay per process (as with the reference's
 per-GPU batches).
@@ -26,8 +26,8 @@ from torch import nn
 from p2p_demo.nets import GeneratorConfig, build_generator
 from train.config import ConfigError, TrainConfig
 from train.discriminator import PatchDiscriminator, init_weights
-from train.losses import (d_in_channels, d_input, d_loss, flat_fill_loss, g_loss, mode_seeking_loss, object_mask,
-                          r1_penalty)
+from train.losses import (d_in_channels, d_input, d_loss, flat_fill_loss, flat_mask, g_loss, mode_seeking_loss,
+                          object_mask, r1_penalty)
 
 if TYPE_CHECKING:
     from train.lineage import InitSource
@@ -304,7 +304,8 @@ class Trainer:
             loss_G = loss_G + cfg.lambda_ms * loss_G_MS
         loss_G_flat = zero
         if cfg.lambda_flat:
-            loss_G_flat = sum(flat_fill_loss(f, b) for f in fakes) / len(fakes)
+            flat = flat_mask(b)  # once for both samples
+            loss_G_flat = sum(flat_fill_loss(f, flat) for f in fakes) / len(fakes)
             loss_G = loss_G + cfg.lambda_flat * loss_G_flat
         self.scaler_G.scale(loss_G).backward()
         self.scaler_G.step(self.opt_G)
