@@ -283,8 +283,10 @@ def load_raw(path: Path, info: ModelInfo) -> tuple[Generator, ModelInfo]:
             raise WeightsError(f"{path}: its generator_config is invalid: {e}") from None
     if info.generator is not None:
         # The registry (or the checkpoint's own config) states the architecture; the weights must
-        # agree. Dropout has no weights, so the stated value wins.
-        if replace(info.generator, dropout=config.dropout) != config:
+        # agree. Dropout (on or off, its rate, whole maps or elements) has no weights, so the stated
+        # value wins.
+        g = info.generator
+        if replace(g, dropout=config.dropout, dropout_p=config.dropout_p, channel_dropout=config.channel_dropout) != config:
             said = f"the registry says for {info.id}" if from_registry else "its generator_config says"
             raise WeightsError(f"{path} holds {describe(config)}, but {said} {describe(info.generator)}")
         config = info.generator

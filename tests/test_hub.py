@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,10 @@ def test_wrapped_and_prefixed_state_dicts_are_unwrapped_only_when_unambiguous(tm
                tmp_path / "last.pt")  # a training checkpoint: its generator_config is used (dropout off)
     _, info = load_generator(tmp_path / "last.pt")
     assert info.generator == cfg and "'G' entry" in info.notes
+    sampling = replace(cfg, dropout=True, dropout_p=0.7, channel_dropout=True)  # none of it has weights
+    torch.save({"G": sd, "generator_config": sampling.to_dict()}, tmp_path / "channel.pt")
+    G, info = load_generator(tmp_path / "channel.pt")
+    assert info.generator == sampling and G.config.channel_dropout and G.config.dropout_p == 0.7
     torch.save({"G": sd, "generator_config": {**cfg.to_dict(), "ngf": 16}}, tmp_path / "liar.pt")
     with pytest.raises(WeightsError, match=r"liar\.pt holds a reference U-Net \(ngf=8.*but its generator_config says .*ngf=16"):
         load_generator(tmp_path / "liar.pt")
