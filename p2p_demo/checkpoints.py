@@ -285,8 +285,8 @@ def load_raw(path: Path, info: ModelInfo) -> tuple[Generator, ModelInfo]:
         # The registry (or the checkpoint's own config) states the architecture; the weights must
         # agree. Dropout (on or off, its rate, whole maps or elements) has no weights, so the stated
         # value wins.
-        g = info.generator
-        if replace(g, dropout=config.dropout, dropout_p=config.dropout_p, channel_dropout=config.channel_dropout) != config:
+        weightless = dict(dropout=config.dropout, dropout_p=config.dropout_p, channel_dropout=config.channel_dropout)
+        if replace(info.generator, **weightless) != config:
             said = f"the registry says for {info.id}" if from_registry else "its generator_config says"
             raise WeightsError(f"{path} holds {describe(config)}, but {said} {describe(info.generator)}")
         config = info.generator

@@ -3,10 +3,10 @@
 The objective is the paper's: per step one D update on
 0.5 * (loss(D(x, y), real) + loss(D(x, G(x)), fake)), then one G update on the non-saturating
 GAN loss + lambda * L1 (+ lambda_ms * the mode-seeking term, + lambda_flat * the flat-fill term).
-Adam 2e-4 (0.5, 0.999); the lr is constant for ``n_epochs`` then decays linearly to 0 over ``n_epochs_decay`` (per step), or, with
-``lr_schedule="budget"``, the same shape over the wall-clock budget. Under DDP, G and D are wrapped
-for gradient averaging here; BatchNorm statistics stay per process (as with the reference's
-per-GPU batches).
+Adam 2e-4 (0.5, 0.999); the lr is constant for ``n_epochs`` then decays linearly to 0 over
+``n_epochs_decay`` (per step), or, with ``lr_schedule="budget"``, the same shape over the wall-clock
+budget. Under DDP, G and D are wrapped for gradient averaging here; BatchNorm statistics stay per
+process (as with the reference's per-GPU batches).
 """
 
 from __future__ import annotations
