@@ -15,7 +15,7 @@ from p2p_demo.nets import GeneratorConfig, build_generator
 from train import fit as fit_mod
 from train import fit_args
 from train.config import ConfigError, TrainConfig
-from train.evaluate import flat_std, pairwise_l1, paper_l1, sharpness
+from train.evaluate import chroma, flat_std, pairwise_l1, paper_l1, sharpness
 from train.fit_args import config_from_args
 from train.trainer import R1_EVERY, Trainer
 from train.lineage import Lineage, read_lineage
@@ -525,6 +525,26 @@ def test_sharpness_is_one_for_the_target_falls_with_blur_and_ignores_noise():
     assert sharpness(target, target[..., :1]) == pytest.approx(1.0)
 
 
+def test_chroma_is_one_for_the_target_and_falls_as_the_object_turns_beige():
+    target = np.full((16, 16, 3), 255, np.uint8)
+    target[:, :8] = (200, 120, 40)  # an orange object (chroma 160) on the left, paper on the right
+    assert chroma(target, target) == pytest.approx(1.0)
+    grey = target.mean(axis=2, keepdims=True)
+    for share in (0.25, 0.5):  # mixed toward its own grey: the chroma falls in proportion
+        paler = np.rint(share * target + (1 - share) * grey).astype(np.uint8)
+        assert chroma(paler, target) == pytest.approx(share, abs=0.01)
+    assert chroma(np.repeat(grey.astype(np.uint8), 3, axis=2), target) == 0.0
+    recoloured = target.copy()
+    recoloured[:, :8] = (40, 120, 200)  # another colour as strong: as colourful
+    assert chroma(recoloured, target) == pytest.approx(1.0)
+    clouded = target.copy()
+    clouded[:, 8:] = (255, 0, 255)  # colour on the paper is paper_l1's business, not the object's
+    assert chroma(clouded, target) == pytest.approx(1.0)
+    assert chroma(target, np.full_like(target, 255)) is None  # no object
+    assert chroma(target, np.full_like(target, 90)) is None  # a grey object has no colour to keep
+    assert chroma(target, target[..., 0]) is None  # a one-channel target neither
+
+
 def test_pairwise_l1():
     a, b = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)
     assert pairwise_l1([a, a, a]) == 0.0
@@ -554,3 +574,6 @@ def test_evaluate_scores_variety_only_with_dropout(data_dir):
         per_item = [s for s in (sharpness(y, t) for y, t in zip(outs, targets)) if s is not None]
         assert m["sharpness"] == pytest.approx(float(np.mean(per_item)))
         assert abs(m["sharpness"]) < 0.2  # an untrained net reproduces none of the targets' edges
+        per_item = [s for s in (chroma(y, t) for y, t in zip(outs, targets)) if s is not None]
+        assert per_item, "the test data's photos have colour"
+        assert m["chroma"] == pytest.approx(float(np.mean(per_item)))

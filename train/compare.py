@@ -116,7 +116,7 @@ PARALLEL = ("recipe", "continue")  # their variants train at the same time, so a
 # OpenMoji's held-out cats and shoes first (the test split has two cats and a sandal), then a spread.
 ROW_PATTERNS = (r"cat face", r"kissing cat", r"sandal|shoe|boot", r"tropical fish", r"grinning face", r"house",
                 r"\bdog\b", r"\bcar\b")
-METRICS = ("l1", "psnr", "ssim", "edge_f1", "flat_std", "sharpness", "variety")
+METRICS = ("l1", "psnr", "ssim", "edge_f1", "flat_std", "sharpness", "chroma", "variety")
 
 
 def run_name(suite: str, label: str, schedule: dict[str, Any]) -> str:
@@ -248,8 +248,8 @@ def generator_ms(config: GeneratorConfig, size: int, repeats: int = 30) -> tuple
 
 
 def markdown(results: list[dict[str, Any]], extra: Sequence[str] = ()) -> str:
-    head = ["variant", "L1 ↓", "PSNR ↑", "SSIM ↑", "edge F1 ↑", "flat std ↓", "sharpness", "variety ↑", "steps", "images",
-            "wall s", *extra]
+    head = ["variant", "L1 ↓", "PSNR ↑", "SSIM ↑", "edge F1 ↑", "flat std ↓", "sharpness", "chroma", "variety ↑", "steps",
+            "images", "wall s", *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def num(v: Any, fmt: str) -> str:
@@ -257,7 +257,8 @@ def markdown(results: list[dict[str, Any]], extra: Sequence[str] = ()) -> str:
 
     for r in results:
         cells = [r["variant"], f"{r['l1']:.3f}", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", num(r["edge_f1"], ".3f"),
-                 num(r.get("flat_std"), ".2f"), num(r.get("sharpness"), ".2f"), num(r.get("variety"), ".3f"), str(r["steps"]), str(r["images_seen"]),
+                 num(r.get("flat_std"), ".2f"), num(r.get("sharpness"), ".2f"), num(r.get("chroma"), ".2f"), num(r.get("variety"), ".3f"),
+                 str(r["steps"]), str(r["images_seen"]),
                  f"{r['wall_time_s']:.0f}", *(str(r.get(k, "")) for k in extra)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -42,6 +42,12 @@ Metrics, per image then averaged over the split:
   lower (a plain-L1 model's averaged colours do), a missing one 0. Noise and texture add gradients
   in every direction, which average out in the projection, so a speckled output does not score as
   sharp.
+* ``chroma``: how colourful the output is where the target draws the object, against the target:
+  over the target's object pixels (not paper), the sum of the output's chroma (max - min of R, G,
+  B) divided by the target's. 1 is as colourful as the target; a rendering that turns coloured
+  objects beige or grey scores well below 1 (an average of several plausible colours is paler than
+  each of them), one that over-saturates above 1. Only for colour targets whose objects have colour
+  (mean chroma of at least ``CHROMA_MIN`` levels).
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ EDGE_TOLERANCE_PX = 2
 EDGE_GRADIENT = 16.0  # 0-255 levels per pixel: a target pixel this steep is an edge, for the sharpness score
 VARIETY_SEEDS = 4
 PSNR_CAP = 100.0
+CHROMA_MIN = 8.0  # 0-255 levels: a target object less colourful than this is grey, and has no colour to keep
 MODE = "reference test mode: per-image statistics, dropout on, per-image seeded masks"
 
 
@@ -174,6 +181,23 @@ def sharpness(output: np.ndarray, target: np.ndarray) -> float | None:
     return float((g * t).sum() / (t * t).sum())
 
 
+def chroma(output: np.ndarray, target: np.ndarray) -> float | None:
+    """The output's colour strength on the target's object relative to the target's (see module
+    doc; None for grey targets and targets with no object)."""
+    if target.ndim == 2 or target.shape[-1] < 3:
+        return None
+    obj = ~(target >= (PAPER_LEVEL + 1) * 127.5).all(axis=2)
+    if not obj.any():
+        return None
+
+    def strength(image: np.ndarray) -> float:
+        x = image[..., :3][obj].astype(np.float64)
+        return float((x.max(axis=1) - x.min(axis=1)).sum())
+
+    truth = strength(target)
+    return strength(output) / truth if truth >= CHROMA_MIN * obj.sum() else None
+
+
 def pairwise_l1(samples: Sequence[np.ndarray]) -> float:
     """Mean |a - b| over all pairs of uint8 images, in [-1, 1] units."""
     xs = [s.astype(np.float64) / 127.5 for s in samples]
@@ -208,7 +232,7 @@ def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_st
     in_ch = G.config.in_channels
     n = len(data) if not max_items else min(max_items, len(data))
     per: dict[str, list[float]] = {k: [] for k in ("l1", "psnr", "ssim", "edge_precision", "edge_recall", "edge_f1",
-                                                   "edge_f1_target", "flat_std", "paper_l1", "sharpness", "variety")}
+                                                   "edge_f1_target", "flat_std", "paper_l1", "sharpness", "chroma", "variety")}
     outputs: list[np.ndarray] = []
     sampled = variety_seeds > 1 and G.has_dropout
     for start in range(0, n, batch_size):
@@ -227,6 +251,9 @@ def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_st
             sh = sharpness(y, target)
             if sh is not None:
                 per["sharpness"].append(sh)
+            ch = chroma(y, target)
+            if ch is not None:
+                per["chroma"].append(ch)
             samples = [y] + [o[j] for o in others]
             per["variety"].append(pairwise_l1(samples) if sampled else 0.0)
             pl = paper_l1(samples, target)
@@ -332,5 +359,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                      freehand=args.freehand)
     except (LoadError, NotPrepared) as e:
         raise SystemExit(f"evaluate: {e}") from e
-    print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "flat_std", "paper_l1", "sharpness", "variety", "out")}))
+    print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "flat_std", "paper_l1", "sharpness", "chroma",
+                                        "variety", "out")}))
     return 0
