@@ -173,8 +173,9 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> GeneratorConfig:
 
     Reference layout: depth = number of nested levels, ngf and in/out channels from the first and
     last convolutions, batch norm if there are norm weights (instance norm has none but has conv
-    biases). Dropout has no weights; it is on for depth >= 6, as in the reference. Raises
-    WeightsError (without a file name) if the keys are neither layout.
+    biases), a resize-conv decoder if the outermost up step is one. Dropout has no weights; it is on
+    for depth >= 6, as in the reference. Raises WeightsError (without a file name) if the keys are
+    neither layout.
     """
     sd = state_dict
 
@@ -187,8 +188,16 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> GeneratorConfig:
     if "model.model.0.weight" in sd:
         first = w("model.model.0.weight")
         ngf, cin = first.shape[0], first.shape[1]
+        # the outermost decoder step: a transposed convolution (in, out, 4, 4), or a resize-conv
+        # decoder's nearest x2 + convolution (out, in, 3, 3) one index deeper (nets.ResizeUp)
         last = sd.get("model.model.3.weight")
-        cout = last.shape[1] if isinstance(last, torch.Tensor) and last.dim() == 4 else 3
+        upsample = "transpose"
+        if not isinstance(last, torch.Tensor) and isinstance(sd.get("model.model.3.1.weight"), torch.Tensor):
+            last, upsample = sd["model.model.3.1.weight"], "resize"
+        if isinstance(last, torch.Tensor) and last.dim() == 4:
+            cout = last.shape[0] if upsample == "resize" else last.shape[1]
+        else:
+            cout = 3
         level, depth = "model.model.1.model.", 2
         if level + "1.weight" not in sd:
             raise WeightsError("reference layout without a second level (no model.model.1.model.1.weight)")
@@ -204,7 +213,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> GeneratorConfig:
         if depth < 5:
             raise WeightsError(f"reference layout with only {depth} levels; at least 5 are supported")
         return GeneratorConfig(in_channels=cin, out_channels=cout, ngf=ngf, num_downs=depth, norm=norm,
-                               dropout=depth >= 6, layout="reference")
+                               dropout=depth >= 6, layout="reference", upsample=upsample)
     if "down1.model.0.weight" in sd:
         first = w("down1.model.0.weight")
         final = sd.get("final.2.weight")

@@ -220,6 +220,19 @@ def test_wrapped_and_prefixed_state_dicts_are_unwrapped_only_when_unambiguous(tm
     torch.save({"G": sd, "generator_config": sampling.to_dict()}, tmp_path / "channel.pt")
     G, info = load_generator(tmp_path / "channel.pt")
     assert info.generator == sampling and G.config.channel_dropout and G.config.dropout_p == 0.7
+    # a resize-conv decoder is read from its weights (a training checkpoint of fluent3d's layout)
+    resize = replace(cfg, upsample="resize", out_channels=3)
+    torch.manual_seed(0)
+    G0 = build_generator(resize)
+    assert infer_config(G0.state_dict()) == replace(resize, dropout=True)
+    torch.save({"G": G0.state_dict(), "generator_config": replace(resize, channel_dropout=True).to_dict()},
+               tmp_path / "resize.pt")
+    G, info = load_generator(tmp_path / "resize.pt")
+    assert info.generator == replace(resize, channel_dropout=True)
+    x = torch.rand(1, resize.in_channels, 64, 64) * 2 - 1
+    G0.set_inference_mode(per_image_stats=True, dropout=False)
+    G.set_inference_mode(per_image_stats=True, dropout=False)
+    assert torch.equal(G(x), G0(x))
     torch.save({"G": sd, "generator_config": {**cfg.to_dict(), "ngf": 16}}, tmp_path / "liar.pt")
     with pytest.raises(WeightsError, match=r"liar\.pt holds a reference U-Net \(ngf=8.*but its generator_config says .*ngf=16"):
         load_generator(tmp_path / "liar.pt")
