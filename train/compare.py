@@ -257,9 +257,9 @@ def markdown(results: list[dict[str, Any]], extra: Sequence[str] = ()) -> str:
 
     for r in results:
         cells = [r["variant"], f"{r['l1']:.3f}", f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", num(r["edge_f1"], ".3f"),
-                 num(r.get("flat_std"), ".2f"), num(r.get("sharpness"), ".2f"), num(r.get("chroma"), ".2f"), num(r.get("variety"), ".3f"),
-                 str(r["steps"]), str(r["images_seen"]),
-                 f"{r['wall_time_s']:.0f}", *(str(r.get(k, "")) for k in extra)]
+                 num(r.get("flat_std"), ".2f"), num(r.get("sharpness"), ".2f"), num(r.get("chroma"), ".2f"),
+                 num(r.get("variety"), ".3f"), str(r["steps"]), str(r["images_seen"]), f"{r['wall_time_s']:.0f}",
+                 *(str(r.get(k, "")) for k in extra)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
