@@ -248,8 +248,8 @@ def generator_ms(config: GeneratorConfig, size: int, repeats: int = 30) -> tuple
 
 
 def markdown(results: list[dict[str, Any]], extra: Sequence[str] = ()) -> str:
-    head = ["variant", "L1 ↓", "PSNR ↑", "SSIM ↑", "edge F1 ↑", "flat std ↓", "sharpness", "chroma", "variety ↑", "steps",
-            "images", "wall s", *extra]
+    head = ["variant", "L1 ↓", "PSNR ↑", "SSIM ↑", "edge F1 ↑", "flat std ↓", "sharpness", "chroma", "variety ↑",
+            "steps", "images", "wall s", *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def num(v: Any, fmt: str) -> str:

@@ -145,11 +145,18 @@ def flat_std(output: np.ndarray, target: np.ndarray) -> float | None:
     return float(local_std(tensor(out))[0, 0][flat].double().mean())
 
 
+def paper_pixels(target: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the uint8 target's paper, white in every channel (``train.losses.object_mask``'s
+    complement, on 0-255 pictures)."""
+    t = target if target.ndim == 3 else target[..., None]
+    return (t >= (PAPER_LEVEL + 1) * 127.5).all(axis=2)
+
+
 def paper_l1(samples: Sequence[np.ndarray], target: np.ndarray) -> float | None:
     """Mean |sample - white| over the target's paper pixels, in [-1, 1] units, averaged over the
     uint8 samples (None when the target has no paper)."""
     t = target if target.ndim == 3 else target[..., None]
-    paper = (t >= (PAPER_LEVEL + 1) * 127.5).all(axis=2)
+    paper = paper_pixels(t)
     if not paper.any():
         return None
     c = t.shape[2]
@@ -186,7 +193,7 @@ def chroma(output: np.ndarray, target: np.ndarray) -> float | None:
     doc; None for grey targets and targets with no object)."""
     if target.ndim == 2 or target.shape[-1] < 3:
         return None
-    obj = ~(target >= (PAPER_LEVEL + 1) * 127.5).all(axis=2)
+    obj = ~paper_pixels(target)
     if not obj.any():
         return None
 
@@ -232,7 +239,8 @@ def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_st
     in_ch = G.config.in_channels
     n = len(data) if not max_items else min(max_items, len(data))
     per: dict[str, list[float]] = {k: [] for k in ("l1", "psnr", "ssim", "edge_precision", "edge_recall", "edge_f1",
-                                                   "edge_f1_target", "flat_std", "paper_l1", "sharpness", "chroma", "variety")}
+                                                   "edge_f1_target", "flat_std", "paper_l1", "sharpness", "chroma",
+                                                   "variety")}
     outputs: list[np.ndarray] = []
     sampled = variety_seeds > 1 and G.has_dropout
     for start in range(0, n, batch_size):
@@ -359,6 +367,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                      freehand=args.freehand)
     except (LoadError, NotPrepared) as e:
         raise SystemExit(f"evaluate: {e}") from e
-    print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "flat_std", "paper_l1", "sharpness", "chroma",
-                                        "variety", "out")}))
+    print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "flat_std", "paper_l1", "sharpness",
+                                        "chroma", "variety", "out")}))
     return 0
