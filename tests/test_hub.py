@@ -216,6 +216,25 @@ def test_wrapped_and_prefixed_state_dicts_are_unwrapped_only_when_unambiguous(tm
                tmp_path / "last.pt")  # a training checkpoint: its generator_config is used (dropout off)
     _, info = load_generator(tmp_path / "last.pt")
     assert info.generator == cfg and "'G' entry" in info.notes
+    torch.save({"G": sd, "generator_config": {**cfg.to_dict(), "ngf": 16}}, tmp_path / "liar.pt")
+    with pytest.raises(WeightsError, match=r"liar\.pt holds a reference U-Net \(ngf=8.*but its generator_config says .*ngf=16"):
+        load_generator(tmp_path / "liar.pt")
+
+    mixed = {f"module.{k}" if i % 2 else k: v for i, (k, v) in enumerate(sd.items())}
+    torch.save(mixed, tmp_path / "mixed.pth")
+    with pytest.raises(WeightsError, match=r"mixed\.pth mixes keys with and without the 'module\.' prefix"):
+        load_generator(tmp_path / "mixed.pth")
+    torch.save({"G": sd, "generator": sd}, tmp_path / "two.pth")
+    with pytest.raises(WeightsError, match=r"two\.pth holds several state_dicts"):
+        load_generator(tmp_path / "two.pth")
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "nostate.pth")
+    with pytest.raises(WeightsError, match=r"nostate\.pth is a dict but not a state_dict.*epoch \(int\)"):
+        load_generator(tmp_path / "nostate.pth")
+
+
+def test_a_training_checkpoint_states_its_weightless_options_and_its_decoder_is_read(tmp_path):
+    cfg = GeneratorConfig(ngf=8, num_downs=6, dropout=False)
+    sd = tiny_ours().state_dict()
     sampling = replace(cfg, dropout=True, dropout_p=0.7, channel_dropout=True)  # none of it has weights
     torch.save({"G": sd, "generator_config": sampling.to_dict()}, tmp_path / "channel.pt")
     G, info = load_generator(tmp_path / "channel.pt")
@@ -233,20 +252,6 @@ def test_wrapped_and_prefixed_state_dicts_are_unwrapped_only_when_unambiguous(tm
     G0.set_inference_mode(per_image_stats=True, dropout=False)
     G.set_inference_mode(per_image_stats=True, dropout=False)
     assert torch.equal(G(x), G0(x))
-    torch.save({"G": sd, "generator_config": {**cfg.to_dict(), "ngf": 16}}, tmp_path / "liar.pt")
-    with pytest.raises(WeightsError, match=r"liar\.pt holds a reference U-Net \(ngf=8.*but its generator_config says .*ngf=16"):
-        load_generator(tmp_path / "liar.pt")
-
-    mixed = {f"module.{k}" if i % 2 else k: v for i, (k, v) in enumerate(sd.items())}
-    torch.save(mixed, tmp_path / "mixed.pth")
-    with pytest.raises(WeightsError, match=r"mixed\.pth mixes keys with and without the 'module\.' prefix"):
-        load_generator(tmp_path / "mixed.pth")
-    torch.save({"G": sd, "generator": sd}, tmp_path / "two.pth")
-    with pytest.raises(WeightsError, match=r"two\.pth holds several state_dicts"):
-        load_generator(tmp_path / "two.pth")
-    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "nostate.pth")
-    with pytest.raises(WeightsError, match=r"nostate\.pth is a dict but not a state_dict.*epoch \(int\)"):
-        load_generator(tmp_path / "nostate.pth")
 
 
 # --------------------------------------------------------------------------------------------
