@@ -164,6 +164,7 @@ def describe(config: GeneratorConfig) -> str:
         kind = {8: "a reference unet_256", 7: "a reference unet_128"}.get(config.num_downs, "a reference U-Net")
     up = ", resize-conv decoder" if config.upsample == "resize" else ""
     up += ", channel dropout" if config.channel_dropout else ""
+    up += f", dropout in {config.dropout_levels} decoder levels" if config.dropout_levels else ""
     return (f"{kind} (ngf={config.ngf}, num_downs={config.num_downs}, {config.norm} norm{up}, "
             f"{config.in_channels}->{config.out_channels} channels)")
 
@@ -292,9 +293,10 @@ def load_raw(path: Path, info: ModelInfo) -> tuple[Generator, ModelInfo]:
             raise WeightsError(f"{path}: its generator_config is invalid: {e}") from None
     if info.generator is not None:
         # The registry (or the checkpoint's own config) states the architecture; the weights must
-        # agree. Dropout (on or off, its rate, whole maps or elements) has no weights, so the stated
-        # value wins.
-        weightless = dict(dropout=config.dropout, dropout_p=config.dropout_p, channel_dropout=config.channel_dropout)
+        # agree. Dropout (on or off, its rate, whole maps or elements, the levels it sits in) has no
+        # weights, so the stated value wins.
+        weightless = dict(dropout=config.dropout, dropout_p=config.dropout_p, channel_dropout=config.channel_dropout,
+                          dropout_levels=config.dropout_levels)
         if replace(info.generator, **weightless) != config:
             said = f"the registry says for {info.id}" if from_registry else "its generator_config says"
             raise WeightsError(f"{path} holds {describe(config)}, but {said} {describe(info.generator)}")

@@ -49,6 +49,11 @@ class GeneratorConfig:
     # masks change the picture over areas (a colour, a shading) rather than in patches a few cells
     # wide. Our own format only, like "resize".
     channel_dropout: bool = False
+    # How many decoder levels drop units, counted outward from the bottleneck; 0 = the reference's
+    # (every ngf*8 level but the innermost: num_downs - 5, three in unet_256). More reaches out to
+    # the ngf*4, ngf*2 and ngf levels, whose maps are finer (at most num_downs - 2). No weights:
+    # the same weights sample differently. Our own format only.
+    dropout_levels: int = 0
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -65,8 +70,20 @@ class GeneratorConfig:
             raise ValueError("the huggan layout upsamples with transposed convolutions only")
         if self.layout == "huggan" and self.channel_dropout:
             raise ValueError("the huggan layout drops units, not channels")
+        if not 0 <= self.dropout_levels <= self.num_downs - 2:
+            raise ValueError(f"dropout_levels must be 0 (the reference's) to num_downs - 2 = {self.num_downs - 2}, "
+                             f"got {self.dropout_levels}")
+        if self.layout == "huggan" and self.dropout_levels:
+            raise ValueError("the huggan layout's dropout sits where the reference's does (dropout_levels 0)")
         if self.layout == "huggan" and (self.num_downs, self.norm) != (8, "instance"):
             raise ValueError("the huggan layout is fixed: num_downs=8, norm='instance'")
+
+    @property
+    def dropout_depth(self) -> int:
+        """The number of decoder levels with dropout layers (0 when dropout is off)."""
+        if not self.dropout:
+            return 0
+        return self.dropout_levels or self.num_downs - 5
 
     @property
     def multiple(self) -> int:
@@ -276,15 +293,14 @@ class UNetGenerator(_SamplingMixin, nn.Module):
             raise ValueError("UNetGenerator builds the reference layout; use build_generator()")
         self.config = config
         c, ngf, norm = config, config.ngf, config.norm
-        p = c.dropout_p if c.dropout else 0.0
         up = c.upsample
         block = _SkipBlock(ngf * 8, ngf * 8, innermost=True, norm=norm, upsample=up)
-        for _ in range(c.num_downs - 5):
-            block = _SkipBlock(ngf * 8, ngf * 8, sub=block, norm=norm, dropout=p, channel_dropout=c.channel_dropout,
+        # The levels between the bottleneck and the outermost, inside out: (outer, inner) channels.
+        levels = [(ngf * 8, ngf * 8)] * (c.num_downs - 5) + [(ngf * 4, ngf * 8), (ngf * 2, ngf * 4), (ngf, ngf * 2)]
+        for depth, (outer, inner) in enumerate(levels, 1):
+            p = c.dropout_p if depth <= c.dropout_depth else 0.0
+            block = _SkipBlock(outer, inner, sub=block, norm=norm, dropout=p, channel_dropout=c.channel_dropout,
                                upsample=up)
-        block = _SkipBlock(ngf * 4, ngf * 8, sub=block, norm=norm, upsample=up)
-        block = _SkipBlock(ngf * 2, ngf * 4, sub=block, norm=norm, upsample=up)
-        block = _SkipBlock(ngf, ngf * 2, sub=block, norm=norm, upsample=up)
         self.model = _SkipBlock(c.out_channels, ngf, in_channels=c.in_channels, sub=block,
                                 outermost=True, norm=norm, upsample=up)
         number_dropout_layers(self)

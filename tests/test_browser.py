@@ -232,8 +232,8 @@ def resize_channel_app(tmp_path_factory):
     from p2p_demo.nets import GeneratorConfig
 
     # far from init, so the picture has contrast and every mask shows
-    g = trained_like(GeneratorConfig(ngf=8, num_downs=6, upsample="resize", channel_dropout=True, in_channels=1,
-                                     norm="instance"), std=0.15)
+    g = trained_like(GeneratorConfig(ngf=8, num_downs=6, upsample="resize", channel_dropout=True, dropout_levels=4,
+                                     in_channels=1, norm="instance"), std=0.15)
     root = tmp_path_factory.mktemp("weights")
     save_pretrained(g, root / "tiny-resize", line_style=LineStyle(size=256, stroke_width=3), name="Tiny resize",
                     description="A random model for tests", expects="black lines on white", license="MIT",
@@ -343,14 +343,15 @@ def test_the_browser_renders_the_servers_pictures(openmoji_app, tmp_path):
     assert hosts <= LOCAL_HOSTS, f"the page reached out to {hosts - LOCAL_HOSTS}"
 
 
-def test_a_resize_decoder_with_channel_dropout_renders_the_servers_pictures(resize_channel_app, tmp_path):
+def test_a_resize_decoder_with_channel_dropout_in_four_levels_renders_the_servers_pictures(resize_channel_app, tmp_path):
     import numpy as np
 
     from p2p_demo import gradio_glue as glue
     from p2p_demo.edges import Strokes
 
     renderer = glue.browser_models(resize_channel_app).manager.renderer("tiny-resize")
-    assert renderer.generator.config.upsample == "resize" and renderer.generator.config.channel_dropout
+    config = renderer.generator.config
+    assert config.upsample == "resize" and config.channel_dropout and config.dropout_levels == 4
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1100})

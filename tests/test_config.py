@@ -37,7 +37,8 @@ OLD_GENERATOR_CONFIG = {"in_channels": 1, "out_channels": 3, "ngf": 16, "num_dow
                         "dropout": True, "dropout_p": 0.5, "layout": "reference", "upsample": "transpose"}
 
 
-ADDED_SINCE = {"ms_pool": 1, "ms_object": False, "lambda_flat": 0.0, "channel_dropout": False}  # options newer than OLD_CONFIG, at their defaults
+# options newer than OLD_CONFIG, at their defaults
+ADDED_SINCE = {"ms_pool": 1, "ms_object": False, "lambda_flat": 0.0, "channel_dropout": False, "dropout_levels": 0}
 
 
 def test_an_old_flat_config_loads_as_it_was():
@@ -66,7 +67,7 @@ def test_the_nested_layout_round_trips():
                                      dropout_p=0.25, lambda_ms=1.0, ndf=8))
     saved = json.loads(json.dumps(cfg.to_dict()))  # as config.json / a checkpoint hold it
     assert saved["generator"] == {"ngf": 8, "num_downs": 6, "norm": "instance", "dropout": True, "dropout_p": 0.25,
-                                  "in_channels": 1, "upsample": "resize", "channel_dropout": False}
+                                  "in_channels": 1, "upsample": "resize", "channel_dropout": False, "dropout_levels": 0}
     assert not set(saved["generator"]) & set(saved) - {"generator"}  # each option once
     assert TrainConfig.from_dict(saved) == cfg
     assert TrainConfig.from_dict({**saved, "ngf": 16}).generator.ngf == 16  # an option given over a saved config
@@ -83,6 +84,9 @@ def test_the_data_decides_what_the_options_leave_open():
         GeneratorConfig(in_channels=1, out_channels=3, num_downs=5)
     with pytest.raises(ConfigError, match="not a multiple of 2\\*\\*num_downs = 64"):
         GeneratorOptions(num_downs=6).resolve(size=96, channels=3)
+    assert GeneratorOptions(dropout_levels=4).resolve(size=64, channels=3).dropout_levels == 4
+    with pytest.raises(ConfigError, match="--dropout-levels must be at most 4 for a 6-level U-Net, got 5"):
+        GeneratorOptions(dropout_levels=5).resolve(size=64, channels=3)
     assert GeneratorOptions.of(OLD_GENERATOR_CONFIG) == TrainConfig.from_dict(OLD_CONFIG).generator
 
 

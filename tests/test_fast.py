@@ -46,7 +46,8 @@ def masked_outputs(torch_r: Renderer, onnx_r: Renderer, x: torch.Tensor, seed: i
 
 
 @pytest.mark.parametrize("layout,cfg", [("reference", {}), ("huggan", {}), ("reference", {"upsample": "resize"}),
-                                        ("reference", {"channel_dropout": True})])
+                                        ("reference", {"channel_dropout": True}),
+                                        ("reference", {"channel_dropout": True, "dropout_levels": 4})])
 def test_onnx_equals_torch_for_seeded_samples(layout, cfg):
     torch_r, onnx_r = pair(layout, **cfg)
     size = 64 if layout == "reference" else 256

@@ -24,7 +24,7 @@ import torch
 from p2p_demo import hub, registry
 from p2p_demo.checkpoints import infer_config
 from p2p_demo.hub import load_generator
-from p2p_demo.masks import seeded_forward
+from p2p_demo.masks import DropoutPlan, seeded_forward
 from p2p_demo.registry import HubUnavailable, ModelNotFound, WeightsError
 from p2p_demo.nets import GeneratorConfig, build_generator
 
@@ -235,10 +235,11 @@ def test_wrapped_and_prefixed_state_dicts_are_unwrapped_only_when_unambiguous(tm
 def test_a_training_checkpoint_states_its_weightless_options_and_its_decoder_is_read(tmp_path):
     cfg = GeneratorConfig(ngf=8, num_downs=6, dropout=False)
     sd = tiny_ours().state_dict()
-    sampling = replace(cfg, dropout=True, dropout_p=0.7, channel_dropout=True)  # none of it has weights
+    sampling = replace(cfg, dropout=True, dropout_p=0.7, channel_dropout=True, dropout_levels=4)  # none has weights
     torch.save({"G": sd, "generator_config": sampling.to_dict()}, tmp_path / "channel.pt")
     G, info = load_generator(tmp_path / "channel.pt")
     assert info.generator == sampling and G.config.channel_dropout and G.config.dropout_p == 0.7
+    assert G.config.dropout_levels == 4 and len(DropoutPlan.of(G)) == 4
     # a resize-conv decoder is read from its weights (a training checkpoint of fluent3d's layout)
     resize = replace(cfg, upsample="resize", out_channels=3)
     torch.manual_seed(0)

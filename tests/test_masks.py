@@ -98,6 +98,45 @@ def test_eager_dropout_and_the_plan_draw_the_hash_masks(channel):
     assert torch.equal(eager, given)
 
 
+def test_dropout_levels_reach_outward_and_keep_the_inner_layers_masks():
+    def plan_of(levels: int, dropout: bool = True) -> tuple[torch.nn.Module, DropoutPlan]:
+        torch.manual_seed(0)
+        g = build_generator(GeneratorConfig(in_channels=1, ngf=4, num_downs=8, norm="instance", channel_dropout=True,
+                                            dropout_levels=levels, dropout=dropout)).eval()
+        return g, DropoutPlan.of(g)
+
+    g3, ref = plan_of(0)  # the reference's: the three ngf*8 levels of unet_256, innermost first
+    assert (ref.channels, ref.strides, ref.layers) == ([32] * 3, [(64, 64), (32, 32), (16, 16)], [0, 1, 2])
+    assert DropoutPlan.of(plan_of(3)[0]).strides == ref.strides
+    _, inner = plan_of(1)
+    assert (inner.channels, inner.strides, inner.layers) == ([32], [(64, 64)], [0])
+    g4, out = plan_of(4)  # one level further out: the ngf*4 level's 16 maps at 1/8 of the input
+    assert (out.channels, out.strides, out.layers) == ([32, 32, 32, 16], ref.strides + [(8, 8)], [0, 1, 2, 3])
+    assert len(plan_of(6)[1]) == 6 and len(plan_of(4, dropout=False)[1]) == 0
+    # no weights: the same state dict, and the inner layers keep their numbers, so their masks
+    sd3, sd4 = g3.state_dict(), g4.state_dict()
+    assert list(sd3) == list(sd4) and all(torch.equal(sd3[k], sd4[k]) for k in sd3)
+    seeds = [sample_seed(5, k) for k in range(2)]
+    m3, m4 = ref.draw(seeds, 256, 256), out.draw(seeds, 256, 256)
+    assert all(torch.equal(a, b) for a, b in zip(m3, m4))
+    # the outer level's masks are the only difference: with them all ones, the pictures are the reference's
+    x = torch.rand(2, 1, 256, 256, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        ref.set(m3)
+        want = g3(x)
+        out.set(m4[:3] + [torch.ones_like(m4[3])])
+        same = g4(x)
+        out.set(m4)
+        sampled = g4(x)
+        ref.set(None), out.set(None)
+    assert torch.equal(same, want) and (sampled - want).abs().mean() > 1e-3
+    for bad in (7, -1):
+        with pytest.raises(ValueError, match="dropout_levels must be 0 .* to num_downs - 2 = 6"):
+            GeneratorConfig(num_downs=8, dropout_levels=bad)
+    with pytest.raises(ValueError, match="huggan"):
+        GeneratorConfig(layout="huggan", in_channels=3, ngf=8, num_downs=8, norm="instance", dropout_levels=4)
+
+
 def test_channel_dropout_in_training_drops_whole_feature_maps():
     g = build_generator(GeneratorConfig(in_channels=1, ngf=4, num_downs=6, norm="instance", channel_dropout=True))
     drop = next(m for m in g.modules() if isinstance(m, SeededDropout))

@@ -221,12 +221,14 @@ def test_resize_conv_and_channel_dropout_model_folder_round_trips(tmp_path):
     from p2p_demo.hub import load_generator, save_pretrained
 
     torch.manual_seed(0)
-    g = build_generator(GeneratorConfig(ngf=8, num_downs=6, upsample="resize", in_channels=1, channel_dropout=True))
+    g = build_generator(GeneratorConfig(ngf=8, num_downs=6, upsample="resize", in_channels=1, channel_dropout=True,
+                                        dropout_levels=4))
     save_pretrained(g, tmp_path / "m", line_style={"size": 64, "stroke_width": 1, "margin": 0.06}, name="m",
                     dtype=torch.float32)
     g2, info = load_generator(str(tmp_path / "m"))
-    assert info.generator.upsample == "resize" and info.generator.channel_dropout
-    assert "resize-conv decoder, channel dropout" in (tmp_path / "m" / "README.md").read_text()
+    assert info.generator.upsample == "resize" and info.generator.channel_dropout and info.generator.dropout_levels == 4
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "resize-conv decoder, channel dropout, dropout in 4 decoder levels" in card
     x = torch.rand(1, 1, 64, 64) * 2 - 1
     for m in (g, g2):
         m.set_inference_mode(per_image_stats=True, dropout=False)

@@ -99,6 +99,8 @@ class GeneratorOptions:
                                       "decoder is converted, train.regrid)", choices=UPSAMPLES)
     channel_dropout: bool = _opt(False, "dropout drops whole feature maps (Tompson et al. 2015), so samples differ "
                                         "over areas, not in patches")
+    dropout_levels: int = _opt(0, "decoder levels with dropout, counted outward from the bottleneck: 0 = the reference's "
+                                  "(the ngf*8 levels, 3 in unet_256), 4 adds the ngf*4 level (finer maps)", at_least=0)
 
     def __post_init__(self) -> None:
         _check_ranges(self)
@@ -113,6 +115,9 @@ class GeneratorOptions:
         """The generator for this data: ``size`` px images (the smallest a run trains at) whose
         targets have ``channels`` channels."""
         num_downs = self.num_downs_at(size)
+        if self.dropout_levels > num_downs - 2:
+            raise ConfigError(f"--dropout-levels must be at most {num_downs - 2} for a {num_downs}-level U-Net, "
+                              f"got {self.dropout_levels}")
         if size % 2**num_downs:
             raise ConfigError(f"image size {size} is not a multiple of 2**num_downs = {2**num_downs}")
         return GeneratorConfig(**{**asdict(self), "in_channels": self.in_channels or channels,

@@ -38,8 +38,8 @@ STATE_VERSION = 1
 RECIPE_KEYS = ("ngf", "loss", "gan_mode", "lambda_l1", "lambda_ms", "ms_pool", "ms_object", "lambda_flat",
                "r1_gamma", "ndf", "n_layers",
                "batch_size", "lr", "lr_d", "beta1", "beta2", "n_epochs", "n_epochs_decay", "lr_schedule",
-               "max_seconds", "ema_decay", "dropout_p", "channel_dropout", "jitter", "flip", "freehand",
-               "low_res_share", "amp", "seed")
+               "max_seconds", "ema_decay", "dropout_p", "channel_dropout", "dropout_levels", "jitter", "flip",
+               "freehand", "low_res_share", "amp", "seed")
 
 
 # Recipe options a stint sets for itself rather than inherits: its budget and schedule, its seed.
