@@ -163,8 +163,9 @@ def describe(config: GeneratorConfig) -> str:
     else:
         kind = {8: "a reference unet_256", 7: "a reference unet_128"}.get(config.num_downs, "a reference U-Net")
     up = ", resize-conv decoder" if config.upsample == "resize" else ""
-    up += ", channel dropout" if config.channel_dropout else ""
-    up += f", dropout in {config.dropout_levels} decoder levels" if config.dropout_levels else ""
+    if config.dropout:
+        up += ", channel dropout" if config.channel_dropout else ""
+        up += f", dropout in {config.dropout_levels} decoder levels" if config.dropout_levels else ""
     return (f"{kind} (ngf={config.ngf}, num_downs={config.num_downs}, {config.norm} norm{up}, "
             f"{config.in_channels}->{config.out_channels} channels)")
 

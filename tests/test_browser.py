@@ -348,10 +348,12 @@ def test_a_resize_decoder_with_channel_dropout_in_four_levels_renders_the_server
 
     from p2p_demo import gradio_glue as glue
     from p2p_demo.edges import Strokes
+    from p2p_demo.masks import DropoutPlan
 
     renderer = glue.browser_models(resize_channel_app).manager.renderer("tiny-resize")
     config = renderer.generator.config
     assert config.upsample == "resize" and config.channel_dropout and config.dropout_levels == 4
+    assert len(DropoutPlan.of(renderer.generator)) == 4  # the reference's levels at this depth: 1
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1100})

@@ -100,7 +100,8 @@ class GeneratorOptions:
     channel_dropout: bool = _opt(False, "dropout drops whole feature maps (Tompson et al. 2015), so samples differ "
                                         "over areas, not in patches")
     dropout_levels: int = _opt(0, "decoder levels with dropout, counted outward from the bottleneck: 0 = the reference's "
-                                  "(the ngf*8 levels, 3 in unet_256), 4 adds the ngf*4 level (finer maps)", at_least=0)
+                                  "(the ngf*8 levels: num_downs - 5, 3 in unet_256); one more adds the ngf*4 level (finer "
+                                  "maps)", at_least=0)
 
     def __post_init__(self) -> None:
         _check_ranges(self)
