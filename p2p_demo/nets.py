@@ -70,13 +70,18 @@ class GeneratorConfig:
             raise ValueError("the huggan layout upsamples with transposed convolutions only")
         if self.layout == "huggan" and self.channel_dropout:
             raise ValueError("the huggan layout drops units, not channels")
-        if not 0 <= self.dropout_levels <= self.num_downs - 2:
-            raise ValueError(f"dropout_levels must be 0 (the reference's) to num_downs - 2 = {self.num_downs - 2}, "
-                             f"got {self.dropout_levels}")
+        if not 0 <= self.dropout_levels <= self.most_dropout_levels(self.num_downs):
+            raise ValueError(f"dropout_levels must be 0 (the reference's) to num_downs - 2 = "
+                             f"{self.most_dropout_levels(self.num_downs)}, got {self.dropout_levels}")
         if self.layout == "huggan" and self.dropout_levels:
             raise ValueError("the huggan layout's dropout sits where the reference's does (dropout_levels 0)")
         if self.layout == "huggan" and (self.num_downs, self.norm) != (8, "instance"):
             raise ValueError("the huggan layout is fixed: num_downs=8, norm='instance'")
+
+    @staticmethod
+    def most_dropout_levels(num_downs: int) -> int:
+        """The decoder levels that can hold dropout: all but the innermost and the outermost."""
+        return num_downs - 2
 
     @property
     def dropout_depth(self) -> int:

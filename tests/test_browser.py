@@ -343,7 +343,7 @@ def test_the_browser_renders_the_servers_pictures(openmoji_app, tmp_path):
     assert hosts <= LOCAL_HOSTS, f"the page reached out to {hosts - LOCAL_HOSTS}"
 
 
-def test_a_resize_decoder_with_channel_dropout_in_four_levels_renders_the_servers_pictures(resize_channel_app, tmp_path):
+def test_a_resize_decoder_with_four_channel_dropout_levels_renders_the_servers_pictures(resize_channel_app, tmp_path):
     import numpy as np
 
     from p2p_demo import gradio_glue as glue

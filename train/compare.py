@@ -234,8 +234,9 @@ def generator_ms(config: GeneratorConfig, size: int, repeats: int = 30) -> tuple
     from p2p_demo.render import Renderer
 
     num_downs = int(math.log2(size))
+    levels = min(config.dropout_levels, GeneratorConfig.most_dropout_levels(num_downs))
     G = build_generator(GeneratorConfig.from_dict({**config.to_dict(), "num_downs": num_downs,
-                                                   "dropout_levels": min(config.dropout_levels, num_downs - 2)}))
+                                                   "dropout_levels": levels}))
     r = Renderer(G, ModelInfo(id="timing"), device="cpu")
     drawing = np.full((size, size), 255, np.uint8)
     drawing[size // 4 : 3 * size // 4, size // 2] = 0

@@ -99,9 +99,9 @@ class GeneratorOptions:
                                       "decoder is converted, train.regrid)", choices=UPSAMPLES)
     channel_dropout: bool = _opt(False, "dropout drops whole feature maps (Tompson et al. 2015), so samples differ "
                                         "over areas, not in patches")
-    dropout_levels: int = _opt(0, "decoder levels with dropout, counted outward from the bottleneck: 0 = the reference's "
-                                  "(the ngf*8 levels: num_downs - 5, 3 in unet_256); one more adds the ngf*4 level (finer "
-                                  "maps)", at_least=0)
+    dropout_levels: int = _opt(0, "decoder levels with dropout, counted outward from the bottleneck: 0 = the "
+                                  "reference's (the ngf*8 levels: num_downs - 5, 3 in unet_256); one more adds the "
+                                  "ngf*4 level (finer maps)", at_least=0)
 
     def __post_init__(self) -> None:
         _check_ranges(self)
@@ -116,8 +116,9 @@ class GeneratorOptions:
         """The generator for this data: ``size`` px images (the smallest a run trains at) whose
         targets have ``channels`` channels."""
         num_downs = self.num_downs_at(size)
-        if self.dropout_levels > num_downs - 2:
-            raise ConfigError(f"--dropout-levels must be at most {num_downs - 2} for a {num_downs}-level U-Net, "
+        most = GeneratorConfig.most_dropout_levels(num_downs)
+        if self.dropout_levels > most:
+            raise ConfigError(f"--dropout-levels must be at most {most} for a {num_downs}-level U-Net, "
                               f"got {self.dropout_levels}")
         if size % 2**num_downs:
             raise ConfigError(f"image size {size} is not a multiple of 2**num_downs = {2**num_downs}")
