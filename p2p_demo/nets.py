@@ -70,9 +70,10 @@ class GeneratorConfig:
             raise ValueError("the huggan layout upsamples with transposed convolutions only")
         if self.layout == "huggan" and self.channel_dropout:
             raise ValueError("the huggan layout drops units, not channels")
-        if not 0 <= self.dropout_levels <= self.most_dropout_levels(self.num_downs):
-            raise ValueError(f"dropout_levels must be 0 (the reference's) to num_downs - 2 = "
-                             f"{self.most_dropout_levels(self.num_downs)}, got {self.dropout_levels}")
+        most = self.most_dropout_levels(self.num_downs)
+        if not 0 <= self.dropout_levels <= most:
+            raise ValueError(f"dropout_levels must be 0 (the reference's) to num_downs - 2 = {most}, "
+                             f"got {self.dropout_levels}")
         if self.layout == "huggan" and self.dropout_levels:
             raise ValueError("the huggan layout's dropout sits where the reference's does (dropout_levels 0)")
         if self.layout == "huggan" and (self.num_downs, self.norm) != (8, "instance"):
