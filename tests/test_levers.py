@@ -15,7 +15,7 @@ from p2p_demo.nets import GeneratorConfig, build_generator
 from train import fit as fit_mod
 from train import fit_args
 from train.config import ConfigError, TrainConfig
-from train.evaluate import chroma, flat_std, pairwise_l1, paper_l1, sharpness
+from train.evaluate import chroma, flat_std, mean_l1, pairwise_l1, paper_l1, sharpness
 from train.fit_args import config_from_args
 from train.trainer import R1_EVERY, Trainer
 from train.lineage import Lineage, read_lineage
@@ -552,6 +552,16 @@ def test_pairwise_l1():
     assert pairwise_l1([a, a, b]) == pytest.approx(4.0 / 3)
 
 
+def test_mean_l1_scores_the_average_of_the_samples():
+    black, white = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)
+    grey = np.full((4, 4, 3), 127, np.uint8)
+    assert mean_l1([white], black) == pytest.approx(2.0)
+    # a black and a white sample each miss a grey target by 1, their average by next to nothing
+    assert mean_l1([black, white], grey) == pytest.approx(abs(127.5 - 127) / 127.5)
+    assert mean_l1([black, black, white], black) == pytest.approx(2.0 / 3)
+    assert mean_l1([white], black[..., 0]) == pytest.approx(2.0)  # a 1-channel target: the first channel
+
+
 def test_evaluate_scores_variety_only_with_dropout(data_dir):
     from train.dataset import PairedData
     from train.evaluate import evaluate_generator
@@ -564,6 +574,8 @@ def test_evaluate_scores_variety_only_with_dropout(data_dir):
     m0, out0 = evaluate_generator(without, data, variety_seeds=3)
     assert m1["variety"] > 0.001 and m1["variety_seeds"] == 3
     assert m0["variety"] == 0.0 and m0["variety_seeds"] == 1
+    assert m0["l1_mean"] == pytest.approx(m0["l1"])  # one sample is its own average
+    assert m1["l1_mean"] < m1["l1"] - 0.001  # the average of different samples misses the target by less
     # flat_std is the mean over the items whose target has flat pixels, of the output's local std there
     targets = [data.B[i].permute(1, 2, 0).numpy() for i in range(len(data))]
     for m, outs in ((m1, out1), (m0, out0)):

@@ -32,6 +32,11 @@ Metrics, per image then averaged over the split:
   ``seed + 1 .. seed + k - 1`` (``--variety-seeds k``, default 4) and the mean pairwise |a - b|
   (in [-1, 1], the units of ``l1``) between the k samples is averaged over the split. 0 for a
   deterministic model.
+* ``l1_mean``: the ``l1`` of the average of those k samples: the model's central drawing. ``l1`` minus
+  it is what drawing one sample instead of the average costs; a sample of another plausible colour
+  scores worse than the average, so variety and seed-0 L1 pull against each other through it, and
+  what remains of ``l1`` is how well the model draws what it is sure of. Equal to ``l1`` for a
+  deterministic model.
 * ``paper_l1``: what the samples draw on the paper around the object (colour clouds, specks): the
   mean |output - white| (units of ``l1``) over the target's paper pixels (white in every channel,
   ``train.losses.PAPER_LEVEL``), averaged over the ``variety`` samples. 0 for clean paper.
@@ -212,6 +217,13 @@ def pairwise_l1(samples: Sequence[np.ndarray]) -> float:
     return float(np.mean(d)) if d else 0.0
 
 
+def mean_l1(samples: Sequence[np.ndarray], target: np.ndarray) -> float:
+    """``l1`` (in [-1, 1] units) of the pixel-wise average of the uint8 samples against the target."""
+    t = target if target.ndim == 3 else target[..., None]
+    mean = np.mean([s[..., : t.shape[2]].astype(np.float64) for s in samples], axis=0)
+    return float(np.mean(np.abs(mean - t))) / 127.5
+
+
 def image_scores(output: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """l1 / psnr / ssim of one uint8 output (H, W, 3) against its uint8 target (H, W, C)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -240,7 +252,7 @@ def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_st
     n = len(data) if not max_items else min(max_items, len(data))
     per: dict[str, list[float]] = {k: [] for k in ("l1", "psnr", "ssim", "edge_precision", "edge_recall", "edge_f1",
                                                    "edge_f1_target", "flat_std", "paper_l1", "sharpness", "chroma",
-                                                   "variety")}
+                                                   "variety", "l1_mean")}
     outputs: list[np.ndarray] = []
     sampled = variety_seeds > 1 and G.has_dropout
     for start in range(0, n, batch_size):
@@ -264,6 +276,7 @@ def evaluate_generator(G: nn.Module, data: PairedData, *, seed: int = 0, line_st
                 per["chroma"].append(ch)
             samples = [y] + [o[j] for o in others]
             per["variety"].append(pairwise_l1(samples) if sampled else 0.0)
+            per["l1_mean"].append(mean_l1(samples, target))
             pl = paper_l1(samples, target)
             if pl is not None:
                 per["paper_l1"].append(pl)
@@ -368,5 +381,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LoadError, NotPrepared) as e:
         raise SystemExit(f"evaluate: {e}") from e
     print(json.dumps({k: m[k] for k in ("n", "l1", "psnr", "ssim", "edge_f1", "flat_std", "paper_l1", "sharpness",
-                                        "chroma", "variety", "out")}))
+                                        "chroma", "variety", "l1_mean", "out")}))
     return 0

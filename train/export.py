@@ -28,7 +28,7 @@ from train.resume import checkpoint_generator, load_checkpoint
 log = logging.getLogger(__name__)
 
 METRIC_KEYS = ("l1", "psnr", "ssim", "edge_f1", "edge_f1_target", "flat_std", "paper_l1", "sharpness", "chroma",
-               "variety", "n", "seed")
+               "variety", "l1_mean", "n", "seed")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
