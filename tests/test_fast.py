@@ -47,7 +47,8 @@ def masked_outputs(torch_r: Renderer, onnx_r: Renderer, x: torch.Tensor, seed: i
 
 @pytest.mark.parametrize("layout,cfg", [("reference", {}), ("huggan", {}), ("reference", {"upsample": "resize"}),
                                         ("reference", {"channel_dropout": True}),
-                                        ("reference", {"channel_dropout": True, "dropout_levels": 4})])
+                                        ("reference", {"channel_dropout": True, "dropout_levels": 4}),
+                                        ("reference", {"channel_dropout": True, "dropout_levels": 4, "dropout_p": 0.4})])
 def test_onnx_equals_torch_for_seeded_samples(layout, cfg):
     torch_r, onnx_r = pair(layout, **cfg)
     size = 64 if layout == "reference" else 256
@@ -55,6 +56,7 @@ def test_onnx_equals_torch_for_seeded_samples(layout, cfg):
     a, b = masked_outputs(torch_r, onnx_r, x, seed=11, n=3)
     if layout == "reference":  # at num_downs 6 the reference's levels are one
         assert len(DropoutPlan.of(onnx_r.generator)) == cfg.get("dropout_levels", 1)
+    assert set(DropoutPlan.of(onnx_r.generator).probs) == {cfg.get("dropout_p", 0.5)}  # each layer's own rate
     assert a.shape == b.shape == (3, 3, size, size)
     assert (a - b).abs().max().item() < 1e-4
     assert (a[0] - a[1]).abs().mean().item() > 1e-3  # the samples really differ: masks are in play
